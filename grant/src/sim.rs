@@ -1,0 +1,1 @@
+//! The simulated Xen host: written by the grant helper.

@@ -1,0 +1,2 @@
+//! netback library.
+#![deny(unsafe_code)]

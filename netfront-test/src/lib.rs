@@ -1,0 +1,2 @@
+//! netfront-test library.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! netif ABI: written by the netif helper.
+#![forbid(unsafe_code)]

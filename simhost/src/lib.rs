@@ -1,0 +1,2 @@
+//! The simulated Xen host.
+#![forbid(unsafe_code)]

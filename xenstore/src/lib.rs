@@ -1,0 +1,2 @@
+//! xenstore: written by the xenstore helper.
+#![forbid(unsafe_code)]
