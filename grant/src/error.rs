@@ -74,6 +74,9 @@ pub enum EvtchnError {
         remote: DomId,
         /// Remote port.
         remote_port: EvtchnPort,
+        /// The errno Xen's `EVTCHNOP_bind_interdomain` returns for this refusal: `ESRCH`
+        /// for an unknown domain, `EINVAL` for a port that is not unbound for us.
+        errno: nix::errno::Errno,
         /// Why.
         reason: String,
     },
@@ -82,6 +85,8 @@ pub enum EvtchnError {
     AllocUnbound {
         /// Remote domain.
         remote: DomId,
+        /// The errno of the refusal.
+        errno: nix::errno::Errno,
         /// Why.
         reason: String,
     },

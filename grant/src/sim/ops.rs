@@ -1,0 +1,213 @@
+//! `GNTTABOP_map_grant_ref` and `GNTTABOP_copy`, run in the caller's process against the
+//! granting domain's shared tables.
+
+use super::gnttab;
+use super::memory::{DomainMemory, map_shared};
+use crate::{Access, CopyPtr, CopySegment, DomId, GrantError, GrantMapping, GrantRef, GrantStatus, PAGE_SIZE, Unmap};
+use std::sync::Arc;
+use vm_memory::{VolatileMemory, VolatileSlice};
+
+/// Why a domain could not be resolved for an operation.
+#[derive(Debug)]
+pub(crate) enum Resolve {
+    /// Unknown or dead: `GNTST_bad_domain`.
+    BadDomain,
+    /// The host could not be asked: the whole operation fails.
+    Io(std::io::Error),
+}
+
+/// Pins `gref` of `dom` for `ldom`, then releases it on drop.
+struct Pin<'a> {
+    dom: &'a DomainMemory,
+    gref: GrantRef,
+    readonly: bool,
+    frame: u32,
+}
+
+impl<'a> Pin<'a> {
+    fn new(dom: &'a DomainMemory, gref: GrantRef, ldom: DomId, readonly: bool, map: bool) -> Result<Self, GrantStatus> {
+        let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), gref, ldom, readonly, map)?;
+        Ok(Self { dom, gref, readonly, frame })
+    }
+
+    /// The pinned page, `offset..offset + len` (checked by the caller to stay in the page).
+    fn slice(&self, offset: u16, len: u16) -> VolatileSlice<'a> {
+        self.dom
+            .memory()
+            .get_slice(self.frame as usize * PAGE_SIZE + usize::from(offset), usize::from(len))
+            .expect("pinned frames lie inside the domain's memory")
+    }
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        gnttab::unpin(&self.dom.table, &self.dom.active, self.gref, self.readonly);
+    }
+}
+
+/// Releases the pin of a [`GrantMapping`] after its page was unmapped.
+#[derive(Debug)]
+struct MapRelease {
+    dom: Arc<DomainMemory>,
+    gref: GrantRef,
+    readonly: bool,
+}
+
+impl Unmap for MapRelease {
+    fn unmap(&mut self) {
+        gnttab::unpin(&self.dom.table, &self.dom.active, self.gref, self.readonly);
+    }
+}
+
+/// Maps `gref` of `dom` for `ldom`: Xen's `map_grant_ref` checks, then a one-page shared
+/// mapping of the frame (through a read-only description for `Access::ReadOnly`).
+pub(crate) fn map(
+    dom: &Arc<DomainMemory>,
+    ldom: DomId,
+    gref: GrantRef,
+    access: Access,
+) -> Result<GrantMapping, GrantError> {
+    let domid = dom.domid();
+    let refused = |status| GrantError::Map { domid, gref, status };
+    if !dom.alive() {
+        return Err(refused(GrantStatus::BadDomain));
+    }
+    let readonly = access == Access::ReadOnly;
+    let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), gref, ldom, readonly, true).map_err(refused)?;
+    let release = MapRelease { dom: dom.clone(), gref, readonly };
+    let region = match access {
+        Access::ReadOnly => dom
+            .mem_file_read_only()
+            .and_then(|file| map_shared(&file, frame as usize * PAGE_SIZE, PAGE_SIZE, libc::PROT_READ)),
+        Access::ReadWrite => {
+            map_shared(dom.mem_file(), frame as usize * PAGE_SIZE, PAGE_SIZE, libc::PROT_READ | libc::PROT_WRITE)
+        }
+    };
+    match region {
+        Ok(region) => Ok(GrantMapping::new(region, domid, gref, access, Box::new(release))),
+        Err(source) => {
+            let mut release = release;
+            release.unmap();
+            Err(GrantError::Mmap { domid, gref, source })
+        }
+    }
+}
+
+/// One end of a segment after its domain was looked up.
+enum End<'s, 'a> {
+    Local(&'s VolatileSlice<'a>),
+    Grant { dom: Arc<DomainMemory>, gref: GrantRef, offset: u16 },
+}
+
+/// Runs a copy batch for `ldom` (Xen's `gnttab_copy`). `resolve` finds a domain's
+/// mapped tables (asking the host on a cache miss).
+///
+/// Every local buffer is checked first: a short one fails the whole batch with
+/// [`GrantError::LocalBufferTooShort`] before any byte moves (gntdev's `-EFAULT`).
+/// Otherwise each segment gets its own status, in Xen's order of checks: either end's
+/// domain unknown or dead → `bad_domain`; source grant, then destination grant, refused as
+/// [`gnttab::pin`] describes; `offset + len` beyond the page on a grant end →
+/// `bad_copy_arg`. Two grant ends copy directly from one domain's page to the other's.
+pub(crate) fn copy(
+    ldom: DomId,
+    segments: &mut [CopySegment<'_>],
+    mut resolve: impl FnMut(DomId) -> Result<Arc<DomainMemory>, Resolve>,
+) -> Result<(), GrantError> {
+    for seg in segments.iter() {
+        for end in [&seg.source, &seg.dest] {
+            if let CopyPtr::Local(buf) = end
+                && buf.len() < usize::from(seg.len)
+            {
+                return Err(GrantError::LocalBufferTooShort { have: buf.len(), len: seg.len });
+            }
+        }
+    }
+    let count = segments.len();
+    let mut lookup = |ptr: &CopyPtr<'_>| -> Result<Option<Resolved>, Failed> {
+        match ptr {
+            CopyPtr::Local(_) => Ok(None),
+            CopyPtr::Grant { domid, gref, offset } => match resolve(*domid) {
+                Ok(dom) if dom.alive() => Ok(Some(Resolved { dom, gref: *gref, offset: *offset })),
+                Ok(_) | Err(Resolve::BadDomain) => Err(Failed::BadDomain),
+                Err(Resolve::Io(source)) => Err(Failed::Batch(GrantError::CopyBatch { segments: count, source })),
+            },
+        }
+    };
+    for seg in segments.iter_mut() {
+        let ends = lookup(&seg.source).and_then(|s| Ok((s, lookup(&seg.dest)?)));
+        seg.status = match ends {
+            Err(Failed::Batch(e)) => return Err(e),
+            Err(Failed::BadDomain) => GrantStatus::BadDomain,
+            Ok((src, dst)) => copy_one(ldom, end(&seg.source, src), end(&seg.dest, dst), seg.len),
+        };
+    }
+    Ok(())
+}
+
+/// A grant end whose domain was found alive.
+struct Resolved {
+    dom: Arc<DomainMemory>,
+    gref: GrantRef,
+    offset: u16,
+}
+
+/// Why a grant end's domain lookup failed.
+enum Failed {
+    /// This segment fails with `bad_domain`.
+    BadDomain,
+    /// The whole batch fails.
+    Batch(GrantError),
+}
+
+fn end<'s, 'a>(ptr: &'s CopyPtr<'a>, grant: Option<Resolved>) -> End<'s, 'a> {
+    match (ptr, grant) {
+        (_, Some(Resolved { dom, gref, offset })) => End::Grant { dom, gref, offset },
+        (CopyPtr::Local(buf), None) => End::Local(buf),
+        (CopyPtr::Grant { .. }, None) => unreachable!("grant ends always resolve to a domain"),
+    }
+}
+
+fn copy_one(ldom: DomId, src: End<'_, '_>, dst: End<'_, '_>, len: u16) -> GrantStatus {
+    let src_pin = match &src {
+        End::Grant { dom, gref, .. } => match Pin::new(dom, *gref, ldom, true, false) {
+            Ok(pin) => Some(pin),
+            Err(status) => return status,
+        },
+        End::Local(_) => None,
+    };
+    let dst_pin = match &dst {
+        End::Grant { dom, gref, .. } => match Pin::new(dom, *gref, ldom, false, false) {
+            Ok(pin) => Some(pin),
+            Err(status) => return status,
+        },
+        End::Local(_) => None,
+    };
+    let in_page = |end: &End<'_, '_>| match end {
+        End::Grant { offset, .. } => usize::from(*offset) + usize::from(len) <= PAGE_SIZE,
+        End::Local(_) => true,
+    };
+    if !in_page(&src) || !in_page(&dst) {
+        return GrantStatus::BadCopyArg;
+    }
+    match (slice(&src, src_pin.as_ref(), len), slice(&dst, dst_pin.as_ref(), len)) {
+        (Ok(from), Ok(to)) => {
+            from.copy_to_volatile_slice(to);
+            GrantStatus::Okay
+        }
+        // Local lengths were checked before the batch started.
+        _ => GrantStatus::GeneralError,
+    }
+}
+
+/// The bytes of one end: the pinned page range or the local buffer.
+fn slice<'a>(
+    end: &End<'_, 'a>,
+    pin: Option<&Pin<'a>>,
+    len: u16,
+) -> Result<VolatileSlice<'a>, vm_memory::VolatileMemoryError> {
+    match (end, pin) {
+        (End::Grant { offset, .. }, Some(pin)) => Ok(pin.slice(*offset, len)),
+        (End::Local(buf), _) => buf.subslice(0, usize::from(len)),
+        (End::Grant { .. }, None) => unreachable!("grant ends are pinned before slicing"),
+    }
+}

@@ -1,0 +1,172 @@
+//! `netfront-test`: a userspace netfront for the simulated Xen host. Joins the host named
+//! by the environment (`NETBACK_SIM_DIR`, `NETBACK_SIM_TOKEN`), connects `device/vif/<handle>`
+//! and pings, sends generated traffic, or receives and verifies it.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use netfront_test::mac::{Mac, format_mac, parse_mac};
+use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
+use netfront_test::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
+use netfront_test::{Netfront, NetfrontConfig};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(about = "A userspace Xen netfront: ping, send or receive test traffic")]
+struct Args {
+    /// Device handle: connects device/vif/<handle>.
+    #[arg(long, default_value_t = 0)]
+    handle: u32,
+    /// Our IPv4 address (answered for ARP and ping).
+    #[arg(long, default_value = "10.0.0.2")]
+    ip: Ipv4Addr,
+    /// Resolve this address with ARP and send it ICMP echo requests.
+    #[arg(long)]
+    ping: Option<Ipv4Addr>,
+    /// Number of echo requests for --ping.
+    #[arg(long, default_value_t = 3)]
+    count: u16,
+    /// Send this many generated test frames.
+    #[arg(long)]
+    send: Option<u64>,
+    /// Destination MAC of --send.
+    #[arg(long, value_parser = mac_arg, default_value = "ff:ff:ff:ff:ff:ff")]
+    to: Mac,
+    /// Frame size of --send: `N` or `MIN-MAX` (uniform).
+    #[arg(long, value_parser = size_arg, default_value = "60-1514")]
+    size: FrameSize,
+    /// Frames per second of --send (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Receive and verify test traffic (answering ARP and ping) for this many seconds.
+    #[arg(long)]
+    receive: Option<u64>,
+    /// Handshake and reply timeout, in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+fn mac_arg(s: &str) -> Result<Mac, String> {
+    parse_mac(s).ok_or_else(|| format!("{s:?} is not xx:xx:xx:xx:xx:xx"))
+}
+
+fn size_arg(s: &str) -> Result<FrameSize, String> {
+    let num = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"));
+    match s.split_once('-') {
+        Some((min, max)) => Ok(FrameSize::Uniform { min: num(min)?, max: num(max)? }),
+        None => Ok(FrameSize::Fixed(num(s)?)),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let args = Args::parse();
+    let session = simhost::join_from_env().context("joining the sim host")?;
+    let config = NetfrontConfig { timeout: Duration::from_secs(args.timeout), ..NetfrontConfig::default() };
+    let mut nf = Netfront::connect(&session.domain, session.xenstore.clone(), args.handle, config)?;
+    println!("connected vif {} as {} ({}), backend {}", args.handle, format_mac(&nf.mac()), args.ip, nf.info().backend);
+    let responder = Responder::new(nf.mac(), args.ip);
+    let timeout = Duration::from_secs(args.timeout);
+    let mut result = Ok(());
+    if let Some(target) = args.ping {
+        result = result.and_then(|()| ping(&mut nf, &responder, target, args.count, timeout));
+    }
+    if let Some(count) = args.send {
+        let cfg =
+            GeneratorConfig { size: args.size, rate: args.rate, ..GeneratorConfig::new(nf.mac(), args.to, count) };
+        result = result.and_then(|()| send(&mut nf, cfg));
+    }
+    if let Some(secs) = args.receive {
+        result = result.and_then(|()| receive(&mut nf, &responder, Duration::from_secs(secs)));
+    }
+    let stats = nf.disconnect()?;
+    println!("{stats:?}");
+    result
+}
+
+/// Receives until `deadline`, answering ARP/ping; returns the first frame `want` accepts.
+fn recv_until<T>(
+    nf: &mut Netfront<grant::sim::SimEventChannel>,
+    responder: &Responder,
+    deadline: Instant,
+    mut want: impl FnMut(&[u8]) -> Option<T>,
+) -> anyhow::Result<Option<T>> {
+    while Instant::now() < deadline {
+        let Some(frame) = nf.recv()? else {
+            nf.wait(deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)))?;
+            continue;
+        };
+        if let Some(reply) = responder.respond(&frame) {
+            nf.send(&reply)?;
+        } else if let Some(found) = want(&frame) {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+fn ping(
+    nf: &mut Netfront<grant::sim::SimEventChannel>,
+    me: &Responder,
+    target: Ipv4Addr,
+    count: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    nf.send(&arp_request(me.mac, me.ip, target))?;
+    let is_answer = |f: &[u8]| parse_arp(f).filter(|a| a.op == 2 && a.sender_ip == target).map(|a| a.sender_mac);
+    let Some(mac) = recv_until(nf, me, Instant::now() + timeout, is_answer)? else {
+        bail!("no ARP reply from {target} within {timeout:?}");
+    };
+    println!("{target} is at {}", format_mac(&mac));
+    let mut answered = 0;
+    for seq in 1..=count {
+        let sent = Instant::now();
+        nf.send(&echo_request(me.mac, mac, me.ip, target, 0x6e66, seq, b"netfront-test ping"))?;
+        let is_reply = |f: &[u8]| parse_echo(f).filter(|e| !e.request && e.src_ip == target && e.seq == seq);
+        match recv_until(nf, me, sent + timeout, is_reply)? {
+            Some(_) => {
+                answered += 1;
+                println!("reply from {target}: seq={seq} time={:?}", sent.elapsed());
+            }
+            None => println!("no reply from {target}: seq={seq}"),
+        }
+    }
+    println!("{count} sent, {answered} answered");
+    if answered == 0 { bail!("{target} did not answer") } else { Ok(()) }
+}
+
+fn send(nf: &mut Netfront<grant::sim::SimEventChannel>, cfg: GeneratorConfig) -> anyhow::Result<()> {
+    let mut generator = Generator::new(cfg)?;
+    let start = Instant::now();
+    loop {
+        match generator.next(Instant::now()) {
+            Next::Frame(frame) => nf.send(&frame)?,
+            Next::WaitUntil(when) => std::thread::sleep(when.saturating_duration_since(Instant::now())),
+            Next::Done => break,
+        }
+        // Keep the RX ring drained so the backend never stalls on us.
+        while nf.recv()?.is_some() {}
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stats = nf.stats();
+    println!("sent {} frames, {} bytes in {secs:.3} s", generator.generated(), stats.tx_bytes);
+    Ok(())
+}
+
+fn receive(nf: &mut Netfront<grant::sim::SimEventChannel>, me: &Responder, duration: Duration) -> anyhow::Result<()> {
+    let mut receiver = Receiver::new();
+    recv_until(nf, me, Instant::now() + duration, |f| {
+        let _ = receiver.receive(f);
+        None::<()>
+    })?;
+    let report = receiver.report();
+    for (flow, r) in &report.flows {
+        println!(
+            "flow {flow}: received {} ({} bytes), lost {}, reordered {}, duplicated {}",
+            r.received, r.bytes, r.lost, r.reordered, r.duplicated
+        );
+    }
+    println!("corrupt {}, foreign {}", report.corrupt, report.foreign);
+    Ok(())
+}

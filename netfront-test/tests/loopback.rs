@@ -1,0 +1,328 @@
+//! The netfront library in a guest process against a minimal backend in this test process
+//! (which also runs the simulated host and plays the toolstack): the backend loops every
+//! TX frame back on RX with two grant copies. The guest sends generated traffic and checks
+//! that all of it comes back intact and in order, then resolves and pings its own address
+//! through the loop (its responder answers its own ARP request and echo request), and
+//! disconnects cleanly.
+
+use anyhow::{Context, ensure};
+use grant::sim::{Credentials, DomainConfig};
+use grant::{Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
+use netfront_test::mac::format_mac;
+use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
+use netfront_test::traffic::{Generator, GeneratorConfig, Next, Receiver};
+use netfront_test::{DeviceError, Netfront, NetfrontConfig, XenbusError, XenbusState};
+use netif::abi::{NETIF_RSP_ERROR, NETIF_RSP_OKAY};
+use netif::{BackRing, RxResponse, RxRing, TxResponse, TxRing};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use simhost::{Session, SimHost};
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use vm_memory::VolatileSlice;
+use xenstore::{Access as XsAccess, Client, Perm};
+
+const FRAMES: u64 = 400;
+const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x12, 0x34, 0x56];
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---- child processes (copied from the `tests` crate's netback_e2e helpers) ----
+
+const ENV_CHILD: &str = "NETFRONT_TEST_CHILD";
+
+fn spawn_child<'a>(name: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(ENV_CHILD, "1")
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+}
+
+fn is_child() -> bool {
+    std::env::var_os(ENV_CHILD).is_some()
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> std::io::Result<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            return child.wait();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---- the guest ----
+
+#[test]
+#[ignore = "child process of loopback_through_a_minimal_backend"]
+fn child_guest() {
+    if is_child() {
+        run_guest().expect("guest");
+    }
+}
+
+fn run_guest() -> anyhow::Result<()> {
+    let session = simhost::join_from_env()?;
+    let mut nf = Netfront::connect(&session.domain, session.xenstore.clone(), 0, NetfrontConfig::default())?;
+    ensure!(nf.mac() == GUEST_MAC, "mac {}", format_mac(&nf.mac()));
+    let deadline = Instant::now() + WAIT;
+
+    // Phase 1: generated frames of random sizes, looped back by the backend.
+    let mut generator =
+        Generator::new(GeneratorConfig { seed: 42, ..GeneratorConfig::new(GUEST_MAC, GUEST_MAC, FRAMES) })?;
+    let mut receiver = Receiver::new();
+    receiver.expect(0, FRAMES);
+    while receiver.report().total().received < FRAMES {
+        ensure!(Instant::now() < deadline, "traffic phase timed out: {:?}", receiver.report());
+        while nf.tx_available()? > 0 {
+            let Next::Frame(frame) = generator.next(Instant::now()) else { break };
+            nf.send(&frame)?;
+        }
+        let mut got = false;
+        while let Some(frame) = nf.recv()? {
+            receiver.receive(&frame).context("looped-back frame failed verification")?;
+            got = true;
+        }
+        if !got {
+            // recv returned None, so the RX event is armed: no notification can be lost.
+            nf.wait(Duration::from_millis(100))?;
+        }
+    }
+    let report = receiver.report();
+    ensure!(report.is_perfect(), "traffic report {report:?}");
+
+    // Phase 2: ARP and ping our own address through the loop.
+    let responder = Responder::new(GUEST_MAC, GUEST_IP);
+    nf.send(&arp_request(GUEST_MAC, PEER_IP, GUEST_IP))?;
+    nf.send(&echo_request(GUEST_MAC, GUEST_MAC, PEER_IP, GUEST_IP, 0xbeef, 1, b"netfront ping"))?;
+    let (mut arp_ok, mut ping_ok) = (false, false);
+    while !(arp_ok && ping_ok) {
+        ensure!(Instant::now() < deadline, "ARP/ping phase timed out (arp {arp_ok}, ping {ping_ok})");
+        let Some(frame) = nf.recv()? else {
+            nf.wait(Duration::from_millis(100))?;
+            continue;
+        };
+        if let Some(reply) = responder.respond(&frame) {
+            nf.send(&reply)?;
+        } else if let Some(arp) = parse_arp(&frame) {
+            ensure!(arp.op == 2 && arp.sender_ip == GUEST_IP && arp.sender_mac == GUEST_MAC, "ARP reply {arp:?}");
+            arp_ok = true;
+        } else if let Some(echo) = parse_echo(&frame) {
+            ensure!(!echo.request && echo.src_ip == GUEST_IP && echo.dst_ip == PEER_IP, "echo {echo:?}");
+            ensure!((echo.ident, echo.seq, &echo.payload[..]) == (0xbeef, 1, &b"netfront ping"[..]), "echo {echo:?}");
+            ping_ok = true;
+        }
+    }
+
+    let too_big = nf.send(&[0u8; grant::PAGE_SIZE + 1]);
+    ensure!(matches!(too_big, Err(DeviceError::FrameSize { len: 4097 })), "oversized frame: {too_big:?}");
+    let stats = nf.disconnect()?;
+    eprintln!("guest: {stats:?}");
+    ensure!(stats.tx_frames == FRAMES + 4 && stats.rx_frames == FRAMES + 4, "frame counts {stats:?}");
+    ensure!(stats.tx_errors + stats.rx_errors + stats.protocol_errors + stats.rx_dropped_chains == 0, "{stats:?}");
+    Ok(())
+}
+
+// ---- the toolstack and the backend ----
+
+/// The toolstack's layout for vif `<domid>/0` (netif.md §1.1): guest-owned frontend dir,
+/// dom0-owned backend dir readable by the guest.
+fn write_vif_layout(xs: &Client, domid: DomId) -> anyhow::Result<(String, String)> {
+    let fe = format!("/local/domain/{domid}/device/vif/0");
+    let be = format!("/local/domain/0/backend/vif/{domid}/0");
+    let mac = format_mac(&GUEST_MAC);
+    xs.transaction(|tx| {
+        tx.mkdir(&fe)?;
+        tx.set_perms(&fe, &[Perm { domid, access: XsAccess::None }, Perm { domid: 0, access: XsAccess::Read }])?;
+        for (k, v) in [("backend", be.as_str()), ("backend-id", "0"), ("handle", "0"), ("mac", &mac), ("state", "1")] {
+            tx.write(&format!("{fe}/{k}"), v)?;
+        }
+        tx.mkdir(&be)?;
+        tx.set_perms(&be, &[Perm { domid: 0, access: XsAccess::None }, Perm { domid, access: XsAccess::Read }])?;
+        let id = domid.to_string();
+        let keys = [("frontend", fe.as_str()), ("frontend-id", &id), ("online", "1"), ("state", "1")];
+        for (k, v) in keys.into_iter().chain([("mac", mac.as_str()), ("handle", "0"), ("type", "vif")]) {
+            tx.write(&format!("{be}/{k}"), v)?;
+        }
+        Ok(())
+    })?;
+    Ok((fe, be))
+}
+
+fn state_of(xs: &Client, dir: &str) -> anyhow::Result<Option<XenbusState>> {
+    Ok(netfront_test::xenbus::read_state(xs, dir)?)
+}
+
+fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {
+    let watch = xs.watch(&format!("{dir}/state"), None)?;
+    while state_of(xs, dir)? != Some(want) {
+        watch.recv_timeout(WAIT)?.with_context(|| format!("{dir} never reached {want}"))?;
+    }
+    Ok(())
+}
+
+/// Loops TX requests back into posted RX buffers while both rings have work; returns
+/// frames looped. A failed copy answers `NETIF_RSP_ERROR` on both rings.
+fn loop_back(
+    dom0: &Session,
+    guest: DomId,
+    tx: &mut BackRing<TxRing, GrantMapping>,
+    rx: &mut BackRing<RxRing, GrantMapping>,
+) -> anyhow::Result<u32> {
+    let mut looped = 0;
+    while rx.unconsumed_requests() > 0 {
+        let Some(req) = tx.next_request()? else { break };
+        let slot = rx.next_request()?.context("RX request vanished")?;
+        let len = usize::from(req.size);
+        let mut buf = vec![0u8; len];
+        let mut ok = usize::from(req.offset) + len <= grant::PAGE_SIZE;
+        if ok {
+            let src = CopyPtr::Grant { domid: guest, gref: req.gref, offset: req.offset };
+            let mut seg = [CopySegment::new(src, CopyPtr::Local(VolatileSlice::from(&mut buf[..])), req.size)];
+            dom0.domain.copy(&mut seg)?;
+            ok = seg[0].status.is_ok();
+        }
+        if ok {
+            let dst = CopyPtr::Grant { domid: guest, gref: slot.gref, offset: 0 };
+            let mut seg = [CopySegment::new(CopyPtr::Local(VolatileSlice::from(&mut buf[..])), dst, req.size)];
+            dom0.domain.copy(&mut seg)?;
+            ok = seg[0].status.is_ok();
+        }
+        let (tx_status, rx_status) =
+            if ok { (NETIF_RSP_OKAY, req.size as i16) } else { (NETIF_RSP_ERROR, NETIF_RSP_ERROR) };
+        tx.push_response(TxResponse { id: req.id, status: tx_status })?;
+        rx.push_response(RxResponse { id: slot.id, offset: 0, flags: 0, status: rx_status })?;
+        looped += 1;
+    }
+    Ok(looped)
+}
+
+#[test]
+fn loopback_through_a_minimal_backend() -> anyhow::Result<()> {
+    if is_child() {
+        return Ok(());
+    }
+    let host = SimHost::start_temp()?;
+    let guest = host.create_domain("netfront", DomainConfig::default())?;
+    let (fe, be) = write_vif_layout(host.toolstack(), guest.domid)?;
+    let mut child = spawn_child("child_guest", guest.env().map(|(k, v)| (k, v)))?;
+    let dom0 = simhost::join(host.dir(), Credentials::Dom0)?;
+    let xs = &dom0.xenstore;
+
+    // Probe: features, then InitWait; the frontend answers with its rings and Connected.
+    xs.write(&format!("{be}/feature-rx-copy"), "1")?;
+    xs.write(&format!("{be}/state"), XenbusState::InitWait.value())?;
+    wait_state(xs, &fe, XenbusState::Connected)?;
+    let read = |key: &str| -> anyhow::Result<u32> { Ok(xs.read_string(&format!("{fe}/{key}"))?.trim().parse()?) };
+    ensure!(read("request-rx-copy")? == 1, "frontend did not request rx-copy");
+    let mut tx =
+        BackRing::<TxRing, _>::attach(dom0.domain.map(guest.domid, read("tx-ring-ref")?, Access::ReadWrite)?)?;
+    let mut rx =
+        BackRing::<RxRing, _>::attach(dom0.domain.map(guest.domid, read("rx-ring-ref")?, Access::ReadWrite)?)?;
+    let channel = dom0.domain.bind_interdomain(guest.domid, read("event-channel")?)?;
+    let fe_watch = xs.watch(&format!("{fe}/state"), None)?;
+    xs.write(&format!("{be}/state"), XenbusState::Connected.value())?;
+
+    let deadline = Instant::now() + WAIT;
+    let mut looped = 0;
+    loop {
+        ensure!(Instant::now() < deadline, "backend timed out after looping {looped} frames");
+        let n = loop_back(&dom0, guest.domid, &mut tx, &mut rx)?;
+        looped += n;
+        // Push both rings (no short-circuit), notify once if either asks.
+        let (notify_tx, notify_rx) = (tx.push_responses_and_check_notify(), rx.push_responses_and_check_notify());
+        if notify_tx || notify_rx {
+            channel.notify()?;
+        }
+        if n > 0 {
+            continue;
+        }
+        // Progress needs a TX request and an RX buffer: arm both events, then re-check.
+        let (more_tx, more_rx) = (tx.final_check_for_requests(), rx.final_check_for_requests());
+        if more_tx && more_rx {
+            continue;
+        }
+        if fe_watch.try_recv()?.is_some() && state_of(xs, &fe)? == Some(XenbusState::Closing) {
+            break;
+        }
+        let mut fds =
+            [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(fe_watch.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16))? > 0 {
+            channel.take_pending()?;
+            channel.unmask()?;
+        }
+    }
+    ensure!(looped == FRAMES as u32 + 4, "looped {looped} frames");
+
+    // Frontend Closing: unmap, unbind, go Closing; its Closed lets us go Closed.
+    drop((tx, rx, channel));
+    xs.write(&format!("{be}/state"), XenbusState::Closing.value())?;
+    wait_state(xs, &fe, XenbusState::Closed)?;
+    xs.write(&format!("{be}/state"), XenbusState::Closed.value())?;
+    let status = wait_child(&mut child, WAIT)?;
+    ensure!(status.success(), "guest process failed: {status}");
+    ensure!(state_of(xs, &fe)? == Some(XenbusState::Closed), "frontend state after exit");
+    Ok(())
+}
+
+// ---- handshake failures ----
+
+#[test]
+#[ignore = "child process of handshake_failures_are_named_after_their_step"]
+fn child_guest_refused() {
+    if is_child() {
+        run_guest_refused().expect("refused guest");
+    }
+}
+
+fn run_guest_refused() -> anyhow::Result<()> {
+    let session = simhost::join_from_env()?;
+    let short = NetfrontConfig { timeout: Duration::from_millis(300), ..NetfrontConfig::default() };
+    // The backend never left Initialising.
+    match Netfront::connect(&session.domain, session.xenstore.clone(), 0, short) {
+        Err(XenbusError::WaitBackendState { want: XenbusState::InitWait, got: Some(XenbusState::Initialising) }) => {}
+        other => anyhow::bail!("expected a WaitBackendState timeout, got {other:?}"),
+    }
+    match Netfront::connect(&session.domain, session.xenstore.clone(), 1, short) {
+        Err(XenbusError::ReadBackendPath { .. }) => {}
+        other => anyhow::bail!("expected ReadBackendPath for a missing vif, got {other:?}"),
+    }
+    // Tell the test to go InitWait, without feature-rx-copy.
+    session.xenstore.write("data/phase", "1")?;
+    match Netfront::connect(&session.domain, session.xenstore.clone(), 0, NetfrontConfig::default()) {
+        Err(XenbusError::BackendLacksRxCopy { .. }) => Ok(()),
+        other => anyhow::bail!("expected BackendLacksRxCopy, got {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_failures_are_named_after_their_step() -> anyhow::Result<()> {
+    if is_child() {
+        return Ok(());
+    }
+    let host = SimHost::start_temp()?;
+    let guest = host.create_domain("refused", DomainConfig::default())?;
+    let (fe, be) = write_vif_layout(host.toolstack(), guest.domid)?;
+    let xs = host.toolstack();
+    let phase = format!("/local/domain/{}/data/phase", guest.domid);
+    let watch = xs.watch(&phase, None)?;
+    let mut child = spawn_child("child_guest_refused", guest.env().map(|(k, v)| (k, v)))?;
+    while !xs.exists(&phase)? {
+        watch.recv_timeout(WAIT)?.context("guest never reached phase 1")?;
+    }
+    xs.write(&format!("{be}/state"), XenbusState::InitWait.value())?;
+    let status = wait_child(&mut child, WAIT)?;
+    ensure!(status.success(), "guest process failed: {status}");
+    ensure!(state_of(xs, &fe)? == Some(XenbusState::Initialising), "a refused frontend must not connect");
+    Ok(())
+}
