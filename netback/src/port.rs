@@ -1,0 +1,85 @@
+//! The seam between a vif worker and whatever its frames go to: the
+//! [`Uplink`] trait, implemented by a port of the embedded switch
+//! ([`crate::switch::SwitchPort`]) and later by a TAP device.
+
+use std::os::fd::BorrowedFd;
+
+use crate::frame::Frame;
+
+/// Why an uplink refused a frame as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt,
+    /// The source MAC is a multicast or broadcast address.
+    BadSourceMac,
+    /// The destination was learned on the ingress port itself.
+    Hairpin,
+    /// The (single) destination's queue was full in frames or bytes.
+    QueueFull,
+}
+
+/// What happened to a frame handed to [`Uplink::transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransmitOutcome {
+    /// Queued for exactly one destination (a known unicast MAC, or a TAP).
+    Sent,
+    /// Broadcast, multicast or unknown unicast, copied to every other port:
+    /// `queued` copies were accepted and `queue_full` were dropped because the
+    /// destination's queue was full. Both are zero if there is no other port.
+    Flooded {
+        /// Destinations that accepted a copy.
+        queued: usize,
+        /// Destinations whose queue was full.
+        queue_full: usize,
+    },
+    /// Dropped before reaching any queue, or refused by its one destination.
+    Dropped(DropReason),
+}
+
+/// Per-port counters, read in one go. The names are from the vif's point of
+/// view: `tx` is what the port sent into the uplink, `rx` what it received
+/// from it. Counters that make no sense for an uplink stay zero (a TAP does
+/// not hairpin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PortStats {
+    /// Frames handed to [`Uplink::transmit`], including dropped ones.
+    pub tx_frames: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames returned by [`Uplink::pop`] (delivered to the port).
+    pub rx_frames: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames transmitted by this port that were flooded.
+    pub floods: u64,
+    /// Frames transmitted by this port dropped as runts.
+    pub dropped_runt: u64,
+    /// Frames transmitted by this port dropped for a group source MAC.
+    pub dropped_bad_source_mac: u64,
+    /// Frames transmitted by this port whose destination is this port.
+    pub dropped_hairpin: u64,
+    /// Frames *for* this port dropped because its queue was full.
+    pub dropped_queue_full: u64,
+}
+
+/// Where a vif worker sends the guest's frames and gets the guest's
+/// incoming frames.
+///
+/// `ready_fd` is level-triggered in effect: it is readable exactly while at
+/// least one frame waits for [`Uplink::pop`], so a worker that polls it,
+/// then pops until `None`, neither misses a frame nor spins.
+pub trait Uplink: Send {
+    /// Sends a frame the guest transmitted. Never blocks: if there is no
+    /// room the frame is dropped and counted.
+    fn transmit(&self, frame: Frame) -> TransmitOutcome;
+
+    /// Takes the next frame waiting for this port, if any. Never blocks.
+    fn pop(&self) -> Option<Frame>;
+
+    /// A descriptor that polls readable while [`Uplink::pop`] has a frame.
+    fn ready_fd(&self) -> BorrowedFd<'_>;
+
+    /// This port's counters.
+    fn stats(&self) -> PortStats;
+}

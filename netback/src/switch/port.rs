@@ -1,0 +1,68 @@
+//! [`SwitchPort`]: a vif's handle on its port of the switch.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use super::queue::PortQueue;
+use super::{PortId, Switch};
+use crate::frame::Frame;
+use crate::port::{PortStats, TransmitOutcome, Uplink};
+
+/// One port of a [`Switch`], owned by the vif worker it serves. Dropping it
+/// unplugs the port: frames waiting for it are freed, nothing more is
+/// delivered to it, and the MACs learned on it are forgotten.
+#[derive(Debug)]
+pub struct SwitchPort {
+    switch: Arc<Switch>,
+    queue: Arc<PortQueue>,
+}
+
+impl SwitchPort {
+    pub(super) fn new(switch: Arc<Switch>, queue: Arc<PortQueue>) -> SwitchPort {
+        SwitchPort { switch, queue }
+    }
+
+    /// This port's id (as in [`Switch::mac_table`] and [`Switch::snapshot`]).
+    pub fn id(&self) -> PortId {
+        self.queue.id
+    }
+
+    /// The name given to [`Switch::add_port`].
+    pub fn name(&self) -> &str {
+        &self.queue.name
+    }
+
+    /// The switch this port is plugged into.
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
+    /// Frames and bytes waiting to be popped.
+    pub fn queued(&self) -> (usize, usize) {
+        self.queue.depth()
+    }
+}
+
+impl Uplink for SwitchPort {
+    fn transmit(&self, frame: Frame) -> TransmitOutcome {
+        self.switch.transmit(&self.queue, frame)
+    }
+
+    fn pop(&self) -> Option<Frame> {
+        self.queue.pop()
+    }
+
+    fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.queue.ready().as_fd()
+    }
+
+    fn stats(&self) -> PortStats {
+        self.queue.counters.snapshot()
+    }
+}
+
+impl Drop for SwitchPort {
+    fn drop(&mut self) {
+        self.switch.remove_port(self.queue.id);
+    }
+}
