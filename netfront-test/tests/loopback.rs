@@ -8,6 +8,7 @@
 use anyhow::{Context, ensure};
 use grant::sim::{Credentials, DomainConfig};
 use grant::{Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
+use netback_e2e::{is_child, spawn_child, wait_child};
 use netfront_test::mac::format_mac;
 use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
 use netfront_test::traffic::{Generator, GeneratorConfig, Next, Receiver};
@@ -18,7 +19,6 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use simhost::{Session, SimHost};
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use vm_memory::VolatileSlice;
 use xenstore::{Access as XsAccess, Client, Perm};
@@ -28,38 +28,6 @@ const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x12, 0x34, 0x56];
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const WAIT: Duration = Duration::from_secs(30);
-
-// ---- child processes (copied from the `tests` crate's netback_e2e helpers) ----
-
-const ENV_CHILD: &str = "NETFRONT_TEST_CHILD";
-
-fn spawn_child<'a>(name: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Child> {
-    Command::new(std::env::current_exe()?)
-        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(ENV_CHILD, "1")
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-}
-
-fn is_child() -> bool {
-    std::env::var_os(ENV_CHILD).is_some()
-}
-
-fn wait_child(child: &mut Child, limit: Duration) -> std::io::Result<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            child.kill()?;
-            return child.wait();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 // ---- the guest ----
 
