@@ -1,6 +1,11 @@
-//! netback library.
+//! netback library: the embedded switch, the per-vif data path, the xenbus backend state
+//! machine, the daemon that ties them together, and its control socket.
 #![deny(unsafe_code)]
 
+pub mod control;
+pub mod daemon;
 pub mod frame;
 pub mod port;
 pub mod switch;
+pub mod vif;
+pub mod xenbus;

@@ -41,7 +41,7 @@ pub enum TransmitOutcome {
 /// view: `tx` is what the port sent into the uplink, `rx` what it received
 /// from it. Counters that make no sense for an uplink stay zero (a TAP does
 /// not hairpin).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortStats {
     /// Frames handed to [`Uplink::transmit`], including dropped ones.
     pub tx_frames: u64,

@@ -18,6 +18,7 @@
 
 pub mod abi;
 pub mod ring;
+pub mod xenbus;
 
 pub use abi::{
     AbiError, CtrlRequest, CtrlResponse, Extra, ExtraInfo, NetifExtraInfo, RingEntry, RxRequest, RxResponse, TxRequest,

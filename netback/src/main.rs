@@ -1,0 +1,4 @@
+//! `netback`: the userspace Xen netif backend daemon.
+fn main() {
+    todo!()
+}

@@ -1,0 +1,75 @@
+//! Per-vif counters: bumped by the worker (relaxed atomics, one writer), read by anyone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters of one vif, shared between its worker (the only writer) and readers.
+        #[derive(Debug, Default)]
+        pub struct VifCounters {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`VifCounters`] at one moment. Directions are the guest's: `tx` is what
+        /// the guest sent (its TX ring), `rx` what it received (its RX ring).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub struct VifStats {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl VifCounters {
+            /// Reads every counter (each atomically; the set is not one snapshot).
+            pub fn snapshot(&self) -> VifStats {
+                VifStats { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames taken from the TX ring, copied in and handed to the uplink.
+    tx_packets,
+    /// Bytes of those frames.
+    tx_bytes,
+    /// TX frames answered `NETIF_RSP_ERROR` because the request was invalid (offset + size
+    /// beyond the page, shorter than an Ethernet header, an unsupported chain or extra).
+    tx_dropped_bad_request,
+    /// TX frames whose grant copy failed (the frontend's grant was bad).
+    tx_dropped_copy_failed,
+    /// TX frames the uplink refused (runt, group source MAC, hairpin, destination queue full).
+    tx_dropped_uplink,
+    /// Frames written into the guest's RX buffers.
+    rx_packets,
+    /// Bytes of those frames.
+    rx_bytes,
+    /// Frames for the guest dropped because they do not fit one RX buffer.
+    rx_dropped_too_big,
+    /// Frames for the guest whose grant copy into its RX buffer failed.
+    rx_dropped_copy_failed,
+    /// Events received from the frontend (taken from the event channel(s)).
+    notifications_in,
+    /// Events sent to the frontend.
+    notifications_out,
+    /// Grant-copy batches submitted (one hypercall each on Xen).
+    copy_batches,
+    /// Grant-copy segments in those batches.
+    copy_segments,
+}
+
+impl VifCounters {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl VifStats {
+    /// Every drop, summed over reasons and directions.
+    pub fn dropped(&self) -> u64 {
+        self.tx_dropped_bad_request
+            + self.tx_dropped_copy_failed
+            + self.tx_dropped_uplink
+            + self.rx_dropped_too_big
+            + self.rx_dropped_copy_failed
+    }
+}

@@ -1,0 +1,1 @@
+//! RX: uplink → guest.

@@ -1,0 +1,1 @@
+//! TX: guest → uplink.
