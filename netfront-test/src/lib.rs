@@ -4,10 +4,12 @@
 //! * [`xenbus`]: the handshake (`XenbusState` machine, ring publication, teardown);
 //! * [`device`]: [`Netfront`], the connected device: TX/RX rings, buffer pools, counters;
 //! * [`stack`]: a tiny ARP/ICMP-echo responder and ping frame builders/parsers;
-//! * [`traffic`]: a self-verifying traffic generator and a loss/reorder-counting receiver.
+//! * [`traffic`]: a self-verifying traffic generator and a loss/reorder-counting receiver;
+//! * [`session`]: a guest's part of a peer-to-peer traffic run, with a JSON report.
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod session;
 pub mod stack;
 pub mod traffic;
 pub mod xenbus;
