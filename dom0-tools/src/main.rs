@@ -1,48 +1,78 @@
 //! `nbctl`: the operator CLI of netback.
 //!
-//! `nbctl sim` brings up the simulated Xen host and shows a guest and a backend, each a
-//! separate process, exchanging data through a grant. The process roles it starts are
-//! hidden subcommands of this same binary, so one `cargo run` builds everything needed.
+//! `attach`, `detach` and `list` act on the xenstore of a running (simulated) host, as
+//! `xl network-attach` / `network-detach` / `network-list` do. `nbctl sim` brings up a
+//! whole simulated host: xenstored, the netback daemon and guests exchanging traffic,
+//! each a separate process. The process roles it starts are hidden subcommands of this
+//! same binary, so one `cargo run --bin nbctl` builds everything needed.
 #![forbid(unsafe_code)]
 
-mod sim_demo;
+mod commands;
+mod sim;
+mod table;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 /// netback operator tool.
 #[derive(Debug, Parser)]
 #[command(name = "nbctl", version, about)]
 struct Cli {
+    /// Directory of a running simulated host (holds xenstored.sock and netback.sock);
+    /// default: $NETBACK_SIM_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    sim_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the simulated Xen host (hypervisor + xenstored), a guest and a backend process,
-    /// and report what crossed the grant.
-    Sim(sim_demo::SimArgs),
-    /// (internal) The guest process started by `sim`.
+    /// Give a guest a vif: write its frontend and backend directories (xl network-attach).
+    Attach(commands::AttachArgs),
+    /// Remove a vif: ask the backend to close, wait, remove both directories.
+    Detach(commands::DetachArgs),
+    /// Every vif with its xenbus states, and the daemon's counters when it answers.
+    List,
+    /// Run a simulated host with the netback daemon and guests sending each other
+    /// traffic, and report per-vif counters and throughput.
+    Sim(sim::SimArgs),
+    /// (internal) The netback daemon process started by `sim`.
     #[command(hide = true)]
-    SimGuest,
-    /// (internal) The backend process started by `sim`.
+    SimNetback,
+    /// (internal) A guest process started by `sim`.
     #[command(hide = true)]
-    SimBackend {
-        /// The guest domain to serve.
-        #[arg(long)]
-        guest: u16,
-    },
+    SimGuest(sim::GuestArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let from_env = std::env::var_os(simhost::ENV_SIM_DIR).filter(|d| !d.is_empty()).map(PathBuf::from);
+    let dir = cli.sim_dir.or(from_env);
+    let dir = dir.as_deref();
+    match &cli.command {
+        Command::Attach(args) => commands::attach(&commands::connect(commands::sim_dir(dir)?)?, args),
+        Command::Detach(args) => commands::detach(&commands::connect(commands::sim_dir(dir)?)?, args),
+        Command::List => {
+            let dir = commands::sim_dir(dir)?;
+            commands::list(&commands::connect(dir)?, dir)
+        }
+        Command::Sim(args) => sim::run_host(args),
+        Command::SimNetback => sim::roles::run_netback(commands::sim_dir(dir)?),
+        Command::SimGuest(args) => sim::roles::run_guest(args),
+    }
+}
+
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Sim(args) => sim_demo::run_host(&args),
-        Command::SimGuest => sim_demo::run_guest(),
-        Command::SimBackend { guest } => sim_demo::run_backend(guest),
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nbctl: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
