@@ -138,20 +138,27 @@ fn extra_of_type_zero_is_fatal() -> anyhow::Result<()> {
     })
 }
 
-/// CPU ticks (user + system) of this process's thread named `name`.
-fn thread_ticks(name: &str) -> anyhow::Result<u64> {
+/// This process's threads named `name`, by tid.
+fn threads_named(name: &str) -> anyhow::Result<Vec<String>> {
+    let mut tids = Vec::new();
     for task in std::fs::read_dir("/proc/self/task")? {
-        let dir = task?.path();
-        if std::fs::read_to_string(dir.join("comm"))?.trim_end() != name {
-            continue;
+        let task = task?;
+        // Other tests' threads come and go while we look.
+        let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+        if comm.trim_end() == name {
+            tids.push(task.file_name().to_string_lossy().into_owned());
         }
-        let stat = std::fs::read_to_string(dir.join("stat"))?;
-        // Fields after the parenthesised comm; utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        return Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?);
     }
-    anyhow::bail!("no thread named {name}")
+    Ok(tids)
+}
+
+/// CPU ticks (user + system) of this process's thread `tid`.
+fn thread_ticks(tid: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
+    // Fields after the parenthesised comm; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
 #[test]
@@ -165,8 +172,22 @@ fn guest_without_rx_buffers_does_not_spin_or_hurt_others() -> anyhow::Result<()>
     b.post_rx(0, RX_BUFS)?;
     let va = Vif::start(&dom0, &switch, a.domid, &a.params(), DatapathConfig::default())?;
     let _vb = Vif::start(&dom0, &switch, b.domid, &b.params(), DatapathConfig::default())?;
-    let vn = Vif::start(&dom0, &switch, n.domid, &n.params(), DatapathConfig::default())?;
     let n_name = format!("vif{}.0", n.domid);
+    // Tests in parallel run other hosts whose vifs may have the same name: ours is the new one.
+    let others = threads_named(&n_name)?;
+    let vn = Vif::start(&dom0, &switch, n.domid, &n.params(), DatapathConfig::default())?;
+    // The thread names itself once it runs.
+    let deadline = Instant::now() + WAIT;
+    let mine = loop {
+        let mut mine = threads_named(&n_name)?;
+        mine.retain(|t| !others.contains(t));
+        if mine.len() == 1 {
+            break mine;
+        }
+        ensure!(Instant::now() < deadline && mine.is_empty(), "N's worker thread among {mine:?}");
+        std::thread::yield_now();
+    };
+    let n_tid = &mine[0];
 
     // A's MAC is learned by a first ping (so N's hello is not flooded to B), N announces
     // its MAC, then A sends N more frames than N's queue holds.
@@ -188,7 +209,7 @@ fn guest_without_rx_buffers_does_not_spin_or_hurt_others() -> anyhow::Result<()>
     ensure!(n_port.queued_frames == queue && n_port.stats.dropped_queue_full == dropped, "{n_port:?}");
 
     // Frames wait for N, and N's worker sleeps: no CPU time while B's traffic flows.
-    let before = thread_ticks(&n_name)?;
+    let before = thread_ticks(n_tid)?;
     for i in 0..50 {
         ping(&mut a, &mut b, i)?;
     }
@@ -196,7 +217,7 @@ fn guest_without_rx_buffers_does_not_spin_or_hurt_others() -> anyhow::Result<()>
     while start.elapsed() < std::time::Duration::from_millis(300) {
         ping(&mut a, &mut b, 0xee)?;
     }
-    let spent = thread_ticks(&n_name)? - before;
+    let spent = thread_ticks(n_tid)? - before;
     ensure!(spent <= 2, "N's worker used {spent} ticks with no RX buffers");
     ensure!(vn.counters.snapshot().rx_packets == 0);
 

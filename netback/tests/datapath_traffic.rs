@@ -5,7 +5,7 @@
 use anyhow::{Context, ensure};
 use grant::DomId;
 use grant::sim::{Credentials, DomainConfig};
-use netback::switch::{Switch, SwitchConfig};
+use netback::switch::{Switch, SwitchConfig, SwitchPort};
 use netback::vif::{Datapath, DatapathConfig, EventChannelSpec, RingParams, VifCounters, VifId, WorkerExit};
 use netfront_test::mac::format_mac;
 use netfront_test::traffic::{Generator, GeneratorConfig, Next, Receiver, Report};
@@ -99,7 +99,7 @@ fn guest(dir: std::path::PathBuf, token: grant::sim::SimToken, peer: [u8; 6]) ->
 fn serve_vif(
     host: &SimHost,
     dom0: &simhost::Session,
-    switch: &Arc<Switch>,
+    port: SwitchPort,
     domid: DomId,
     fe: &str,
     be: &str,
@@ -116,7 +116,7 @@ fn serve_vif(
     let id = VifId { domid, handle: 0 };
     let dp = Datapath::connect(dom0.domain.clone(), id, &params, DatapathConfig::default())?;
     let counters = Arc::new(VifCounters::default());
-    let handle = dp.spawn(switch.add_port(&id.to_string())?, counters.clone(), Box::new(|id, e| panic!("{id}: {e}")))?;
+    let handle = dp.spawn(port, counters.clone(), Box::new(|id, e| panic!("{id}: {e}")))?;
     host.toolstack().write(&format!("{be}/state"), XenbusState::Connected.value())?;
     Ok((handle, counters))
 }
@@ -137,9 +137,13 @@ fn two_guests_exchange_traffic_byte_exact() -> anyhow::Result<()> {
         let thread = std::thread::spawn(move || guest(dir, spec.token, peer));
         guests.push((spec.domid, fe, be, thread));
     }
+    // Both ports exist before either guest can send: a frame flooded while its
+    // destination has no port yet would be lost.
+    let ports =
+        guests.iter().map(|(domid, ..)| switch.add_port(&format!("vif{domid}.0"))).collect::<Result<Vec<_>, _>>()?;
     let mut vifs = Vec::new();
-    for (domid, fe, be, _) in &guests {
-        vifs.push(serve_vif(&host, &dom0, &switch, *domid, fe, be)?);
+    for ((domid, fe, be, _), port) in guests.iter().zip(ports) {
+        vifs.push(serve_vif(&host, &dom0, port, *domid, fe, be)?);
     }
     let mut results = Vec::new();
     for (_, _, _, thread) in guests {

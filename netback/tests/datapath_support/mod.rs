@@ -13,9 +13,9 @@ use netif::{FrontRing, RxRequest, RxResponse, RxRing, TxRequest, TxResponse, TxR
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use simhost::{Session, SimHost};
 use std::os::fd::AsFd;
-use vm_memory::Bytes;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+use vm_memory::Bytes;
 
 /// Limit of every wait; generous because tests run in parallel.
 pub const WAIT: Duration = Duration::from_secs(30);
