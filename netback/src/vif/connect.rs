@@ -2,11 +2,11 @@
 //! channels. Every failure here is caused by what the frontend published, so each is
 //! reported with the key and value that caused it.
 
-use grant::{EventChannels, EvtchnError, EvtchnPort, GrantError, GrantMapping, GrantOps, GrantRef};
+use grant::{Access, EventChannels, EvtchnError, EvtchnPort, GrantError, GrantMapping, GrantOps, GrantRef};
 use netif::{BackRing, RingError, RxRing, TxRing};
 
 use super::worker::FatalCallback;
-use super::{DatapathConfig, RingParams, VifCounters, VifId, WorkerHandle};
+use super::{DatapathConfig, EventChannelSpec, RingParams, VifCounters, VifId, WorkerHandle};
 use crate::port::Uplink;
 use std::sync::Arc;
 
@@ -78,8 +78,24 @@ impl<G: GrantOps + EventChannels + Send + 'static> Datapath<G> {
     /// Maps `params`' ring pages read-write from `id.domid`, attaches both back rings and
     /// binds the event channel(s).
     pub fn connect(grants: G, id: VifId, params: &RingParams, config: DatapathConfig) -> Result<Self, ConnectError> {
-        let _ = (grants, id, params, config);
-        todo!()
+        let (tx_ref, rx_ref) = (params.tx_ring_ref, params.rx_ring_ref);
+        let tx_page = grants
+            .map(id.domid, tx_ref, Access::ReadWrite)
+            .map_err(|source| ConnectError::MapTxRing { gref: tx_ref, source })?;
+        let rx_page = grants
+            .map(id.domid, rx_ref, Access::ReadWrite)
+            .map_err(|source| ConnectError::MapRxRing { gref: rx_ref, source })?;
+        let tx = BackRing::attach(tx_page).map_err(ConnectError::AttachTxRing)?;
+        let rx = BackRing::attach(rx_page).map_err(ConnectError::AttachRxRing)?;
+        let bind = |port| {
+            grants.bind_interdomain(id.domid, port).map_err(|source| ConnectError::BindEventChannel { port, source })
+        };
+        let (tx_channel, rx_channel) = match params.event_channels {
+            EventChannelSpec::Shared(port) => (bind(port)?, None),
+            EventChannelSpec::Split { tx, rx } => (bind(tx)?, Some(bind(rx)?)),
+        };
+        tracing::debug!(vif = %id, tx_ref, rx_ref, channels = ?params.event_channels, "data path connected");
+        Ok(Self { id, grants, tx, rx, tx_channel, rx_channel, config })
     }
 
     /// Starts the worker thread, which serves the rings against `uplink` and counts into
@@ -91,7 +107,6 @@ impl<G: GrantOps + EventChannels + Send + 'static> Datapath<G> {
         counters: Arc<VifCounters>,
         on_fatal: FatalCallback,
     ) -> Result<WorkerHandle, ConnectError> {
-        let _ = (uplink, counters, on_fatal);
-        todo!()
+        super::worker::spawn(self, uplink, counters, on_fatal)
     }
 }

@@ -11,8 +11,10 @@
 
 mod connect;
 mod counters;
+mod event_loop;
 mod rx;
 mod tx;
+mod tx_parse;
 mod worker;
 
 use std::fmt;

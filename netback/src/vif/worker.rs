@@ -2,9 +2,16 @@
 //! uplink queue, kill), serving the TX and RX rings.
 
 use netif::RingError;
+use nix::sys::epoll::{Epoll, EpollCreateFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use super::VifId;
+use grant::{EventChannels, GrantOps};
+
+use super::event_loop::Worker;
+use super::{ConnectError, Datapath, VifCounters, VifId};
+use crate::port::Uplink;
 
 /// Called once, on the worker thread, when the worker stops because of the frontend.
 pub type FatalCallback = Box<dyn FnOnce(VifId, &DatapathError) + Send>;
@@ -50,11 +57,47 @@ pub enum WorkerExit {
     Panicked,
 }
 
+/// Whether a stop was requested, shared by the handle and the worker.
+///
+/// Invariant: the worker calls `on_fatal` while holding this lock and only if no stop was
+/// requested, and [`WorkerHandle::stop`] sets the flag under the same lock before waking the
+/// worker; so `on_fatal` either ran completely before the stop request or never runs.
+pub(super) type StopFlag = Arc<Mutex<bool>>;
+
 /// A running worker. Dropping it stops the worker too (as [`WorkerHandle::stop`]).
 #[derive(Debug)]
 pub struct WorkerHandle {
     pub(super) id: VifId,
     pub(super) thread: Option<JoinHandle<Option<DatapathError>>>,
+    /// Written to wake the worker for a stop; the worker's epoll set watches it.
+    kill: EventFd,
+    stop_requested: StopFlag,
+}
+
+/// Starts `dp`'s worker thread (see [`Datapath::spawn`]).
+pub(super) fn spawn<G, U>(
+    dp: Datapath<G>,
+    uplink: U,
+    counters: Arc<VifCounters>,
+    on_fatal: FatalCallback,
+) -> Result<WorkerHandle, ConnectError>
+where
+    G: GrantOps + EventChannels + Send + 'static,
+    U: Uplink + 'static,
+{
+    let setup = |e: nix::Error| ConnectError::PollSetup(e.into());
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup)?;
+    let kill = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(setup)?;
+    let id = dp.id;
+    let worker = Worker::new(dp, uplink, counters, epoll, &kill).map_err(setup)?;
+    let stop_requested = StopFlag::default();
+    let stop = stop_requested.clone();
+    let thread = std::thread::Builder::new()
+        .name(id.to_string())
+        .spawn(move || worker.run(on_fatal, &stop))
+        .map_err(ConnectError::SpawnWorker)?;
+    tracing::debug!(vif = %id, "worker started");
+    Ok(WorkerHandle { id, thread: Some(thread), kill, stop_requested })
 }
 
 impl WorkerHandle {
@@ -65,12 +108,35 @@ impl WorkerHandle {
 
     /// Tells the worker to stop, and waits for it. When this returns the rings are unmapped
     /// and the event channels unbound.
-    pub fn stop(self) -> WorkerExit {
-        todo!()
+    pub fn stop(mut self) -> WorkerExit {
+        self.shutdown()
     }
 
     /// Whether the worker thread has ended (on its own, or stopped).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl WorkerHandle {
+    /// Requests the stop (unless the worker already ended), wakes the worker and joins it.
+    fn shutdown(&mut self) -> WorkerExit {
+        let Some(thread) = self.thread.take() else { return WorkerExit::Stopped };
+        *self.stop_requested.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        if let Err(e) = self.kill.write(1) {
+            // Cannot happen with a counter of 1 per stop; joining would then hang.
+            tracing::error!(vif = %self.id, error = %e, "waking the worker for a stop");
+        }
+        match thread.join() {
+            Ok(None) => WorkerExit::Stopped,
+            Ok(Some(e)) => WorkerExit::Fatal(e),
+            Err(_) => WorkerExit::Panicked,
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
     }
 }

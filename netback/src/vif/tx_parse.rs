@@ -1,0 +1,220 @@
+//! Reading one TX packet's slots out of the ring: the first request, its extra-info slots
+//! and its `more_data` chain, with Linux netback's fatal checks (`netif.md` §1.6).
+//!
+//! Every slot is copied out of the ring once per attempt ([`BackRing::peek_request`]) and only
+//! that copy is examined; the caller consumes the slots with [`BackRing::skip_requests`] once
+//! the whole packet is present, so a packet is never half-consumed.
+
+use grant::PAGE_SIZE;
+use netif::abi::{NETTXF_EXTRA_INFO, NETTXF_MORE_DATA};
+use netif::{BackRing, Extra, NetifExtraInfo, RingKind, RingMemory, TxRequest, TxRing};
+
+use super::DatapathError;
+
+/// Linux's `fatal_skb_slots`: a `more_data` chain of this many slots (or more) is an attack.
+pub(super) const FATAL_SKB_SLOTS: usize = 20;
+
+/// One packet's slots, in ring order: `first`, then `extras`, then `frags`.
+#[derive(Debug)]
+pub(super) struct TxPacket {
+    /// The first request; its `size` is the whole packet's.
+    pub first: TxRequest,
+    /// The extra-info slots after it.
+    pub extras: Vec<Extra>,
+    /// The follow-on requests of a `more_data` chain.
+    pub frags: Vec<TxRequest>,
+    /// Bytes in the first slot: `first.size` minus the follow-on sizes; `None` if the
+    /// follow-ons claim more than the total (a ≥ 64 KiB packet that overflowed `u16`).
+    pub first_len: Option<u16>,
+}
+
+impl TxPacket {
+    /// Ring slots the packet occupies; each gets exactly one response.
+    pub fn slots(&self) -> u32 {
+        // At most FATAL_SKB_SLOTS + the ring size: far below u32::MAX.
+        (1 + self.extras.len() + self.frags.len()) as u32
+    }
+}
+
+/// What the ring holds at `req_cons`.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// No request.
+    Empty,
+    /// The packet's first `have` slots are produced, the rest not yet: wait for the frontend.
+    Incomplete {
+        /// Unconsumed requests present now.
+        have: u32,
+    },
+    /// The rest of the packet cannot be produced until we answer the requests we consumed.
+    Blocked,
+    /// A whole packet, not consumed yet.
+    Packet(TxPacket),
+}
+
+fn protocol(msg: String) -> DatapathError {
+    DatapathError::TxProtocol(msg)
+}
+
+fn ring_err(source: netif::RingError) -> DatapathError {
+    DatapathError::Ring { ring: "TX", source }
+}
+
+/// "Cross page boundary" (Linux): fatal.
+fn check_in_page(what: &str, offset: u16, len: u16) -> Result<(), DatapathError> {
+    if usize::from(offset) + usize::from(len) > PAGE_SIZE {
+        return Err(protocol(format!("{what}: offset {offset} + size {len} crosses the page boundary")));
+    }
+    Ok(())
+}
+
+/// Reads the packet at `req_cons` without consuming anything.
+///
+/// # Errors
+/// Fatal protocol violations: a slot crossing its page, an extra of type 0 or ≥ MAX, a chain
+/// of [`FATAL_SKB_SLOTS`] or more, a packet longer than the ring; ring index errors.
+pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed, DatapathError> {
+    let Some(first) = ring.peek_request(0).map_err(ring_err)? else { return Ok(Parsed::Empty) };
+    // The frontend can produce at most this many requests past req_cons until we answer
+    // the ones we consumed (`req_prod - rsp_prod_pvt <= SIZE`).
+    let reachable = TxRing::SIZE - ring.unanswered_requests();
+    let missing = |ahead: u32| {
+        if ahead < reachable {
+            Ok(Parsed::Incomplete { have: ahead })
+        } else if ring.unanswered_requests() > 0 {
+            Ok(Parsed::Blocked)
+        } else {
+            Err(protocol(format!("packet needs more than the {} slots of the ring", TxRing::SIZE)))
+        }
+    };
+    let mut ahead = 1u32;
+
+    let mut extras = Vec::new();
+    if first.flags & NETTXF_EXTRA_INFO != 0 {
+        loop {
+            let Some(raw) = ring.peek_request_as::<NetifExtraInfo>(ahead).map_err(ring_err)? else {
+                return missing(ahead);
+            };
+            ahead += 1;
+            let extra = Extra::decode(&raw).map_err(|e| protocol(format!("extra info slot: {e}")))?;
+            extras.push(extra);
+            if !extra.more {
+                break;
+            }
+        }
+    }
+
+    let mut frags: Vec<TxRequest> = Vec::new();
+    let mut more = first.flags & NETTXF_MORE_DATA != 0;
+    while more {
+        let chain_len = 1 + frags.len() + 1;
+        if chain_len >= FATAL_SKB_SLOTS {
+            return Err(protocol(format!("malicious frontend using {chain_len}+ slots in one packet")));
+        }
+        let Some(req) = ring.peek_request(ahead).map_err(ring_err)? else { return missing(ahead) };
+        ahead += 1;
+        check_in_page("follow-on TX slot", req.offset, req.size)?;
+        more = req.flags & NETTXF_MORE_DATA != 0;
+        frags.push(req);
+    }
+
+    let rest: u32 = frags.iter().map(|f| u32::from(f.size)).sum();
+    let first_len = u32::from(first.size).checked_sub(rest).map(|n| n as u16);
+    if let Some(len) = first_len {
+        check_in_page("first TX slot", first.offset, len)?;
+    }
+    Ok(Parsed::Packet(TxPacket { first, extras, frags, first_len }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netif::FrontRing;
+    use netif::abi::{ExtraInfo, XEN_NETIF_EXTRA_FLAG_MORE};
+    use vm_memory::MmapRegion;
+
+    fn rings() -> (FrontRing<TxRing, std::sync::Arc<MmapRegion>>, BackRing<TxRing, std::sync::Arc<MmapRegion>>) {
+        let page = std::sync::Arc::new(MmapRegion::new(PAGE_SIZE).expect("anonymous page"));
+        let front = FrontRing::init(page.clone()).expect("init");
+        let back = BackRing::attach(page).expect("attach");
+        (front, back)
+    }
+
+    fn req(offset: u16, size: u16, flags: u16) -> TxRequest {
+        TxRequest { gref: 9, offset, flags, id: 0, size }
+    }
+
+    fn push(front: &mut FrontRing<TxRing, std::sync::Arc<MmapRegion>>, reqs: &[TxRequest]) {
+        for r in reqs {
+            front.push_request(*r).expect("push");
+        }
+        front.push_requests_and_check_notify();
+    }
+
+    #[test]
+    fn single_slot_and_empty() {
+        let (mut front, back) = rings();
+        assert!(matches!(parse(&back), Ok(Parsed::Empty)));
+        push(&mut front, &[req(100, 200, 0)]);
+        let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("packet expected") };
+        assert_eq!((p.slots(), p.first_len), (1, Some(200)));
+    }
+
+    #[test]
+    fn cross_page_is_fatal() {
+        let (mut front, back) = rings();
+        push(&mut front, &[req(4000, 97, 0)]);
+        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))));
+    }
+
+    #[test]
+    fn incomplete_chain_waits_then_completes() {
+        let (mut front, back) = rings();
+        push(&mut front, &[req(0, 300, NETTXF_MORE_DATA)]);
+        assert!(matches!(parse(&back), Ok(Parsed::Incomplete { have: 1 })));
+        push(&mut front, &[req(0, 100, 0)]);
+        let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("packet expected") };
+        assert_eq!((p.slots(), p.first_len), (2, Some(200)));
+    }
+
+    #[test]
+    fn chain_limits() {
+        let (mut front, back) = rings();
+        let mut chain = vec![req(0, 19 * 10, NETTXF_MORE_DATA)];
+        chain.extend((1..19).map(|i| req(0, 10, if i < 18 { NETTXF_MORE_DATA } else { 0 })));
+        push(&mut front, &chain);
+        let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("19-slot chain is a packet") };
+        assert_eq!(p.slots(), 19);
+
+        let (mut front, back) = rings();
+        push(&mut front, &vec![req(0, 10, NETTXF_MORE_DATA); 19]);
+        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))), "20th slot announced");
+    }
+
+    #[test]
+    fn extras_follow_more_and_type_zero_is_fatal() {
+        let (mut front, back) = rings();
+        let gso = Extra { info: ExtraInfo::Gso { size: 1400, gso_type: 1, features: 0 }, more: true };
+        let mcast = Extra { info: ExtraInfo::McastAdd([1, 0, 0x5e, 0, 0, 1]), more: false };
+        push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), gso.to_tx_request()]);
+        assert!(matches!(parse(&back), Ok(Parsed::Incomplete { have: 2 })));
+        push(&mut front, &[mcast.to_tx_request()]);
+        let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("packet expected") };
+        assert_eq!(p.extras, vec![gso, mcast]);
+
+        let (mut front, back) = rings();
+        let zero = NetifExtraInfo { ty: 0, flags: XEN_NETIF_EXTRA_FLAG_MORE, u: [0; 6] };
+        push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), TxRequest::from(zero)]);
+        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))));
+    }
+
+    #[test]
+    fn endless_extras_fill_the_ring_and_are_fatal() {
+        let (mut front, back) = rings();
+        let more = Extra { info: ExtraInfo::McastDel([1, 2, 3, 4, 5, 6]), more: true };
+        let mut reqs = vec![req(0, 60, NETTXF_EXTRA_INFO)];
+        reqs.extend(std::iter::repeat_n(more.to_tx_request(), TxRing::SIZE as usize - 1));
+        push(&mut front, &reqs);
+        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))));
+    }
+}
