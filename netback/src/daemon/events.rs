@@ -225,7 +225,8 @@ where
             Err(e) => return tracing::warn!(error = %e, "{id}: cannot watch the frontend {frontend}"),
         };
         let mut vif = match Vif::probe(&self.ctx(), id, backend, frontend) {
-            Ok(v) => v,
+            Ok(Some(v)) => v,
+            Ok(None) => return,
             Err(e) => return tracing::warn!("{id}: probe failed: {}", e.node_value()),
         };
         let token = self.next_token;

@@ -41,11 +41,19 @@ pub(super) struct Vif {
 
 impl Vif {
     /// Linux's `netback_probe`: features and InitWait. The caller watches the frontend.
-    pub fn probe<G>(ctx: &Ctx<'_, G>, id: VifId, backend: String, frontend: String) -> Result<Vif, XenbusError> {
-        xenbus::write_probe(ctx.xs, &backend)?;
+    /// `None` if the directory went away meanwhile.
+    pub fn probe<G>(
+        ctx: &Ctx<'_, G>,
+        id: VifId,
+        backend: String,
+        frontend: String,
+    ) -> Result<Option<Vif>, XenbusError> {
+        if !xenbus::write_probe(ctx.xs, &backend)? {
+            return Ok(None);
+        }
         tracing::info!("{id}: probed, Initialising -> InitWait");
         let mac = keys::read_mac(ctx.xs, &backend).ok().map(|m| xenbus::format_mac(&m));
-        Ok(Vif {
+        Ok(Some(Vif {
             id,
             backend,
             frontend,
@@ -57,7 +65,7 @@ impl Vif {
             error: None,
             mac,
             detached: false,
-        })
+        }))
     }
 
     /// A copy for the control socket.

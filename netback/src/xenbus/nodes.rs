@@ -27,13 +27,18 @@ fn write_err(path: String) -> impl FnOnce(xenstore::XsError) -> XenbusError {
     move |source| XenbusError::WriteNode { path, source }
 }
 
-/// The probe: features, then `state = InitWait`, in one transaction.
-pub fn write_probe(xs: &Client, backend: &str) -> Result<(), XenbusError> {
+/// The probe: features, then `state = InitWait`, in one transaction. Does nothing (and
+/// returns false) if the toolstack removed the directory meanwhile.
+pub fn write_probe(xs: &Client, backend: &str) -> Result<bool, XenbusError> {
     xs.transaction(|tx| {
+        if !tx.exists(&format!("{backend}/frontend"))? {
+            return Ok(false);
+        }
         for (key, value) in PROBE_FEATURES {
             tx.write(&format!("{backend}/{key}"), value)?;
         }
-        tx.write(&format!("{backend}/state"), XenbusState::InitWait.value())
+        tx.write(&format!("{backend}/state"), XenbusState::InitWait.value())?;
+        Ok(true)
     })
     .map_err(write_err(backend.to_owned()))
 }
