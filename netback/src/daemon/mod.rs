@@ -21,8 +21,9 @@ use crate::control::ControlServer;
 use crate::switch::{Switch, SwitchConfig};
 use crate::vif::DatapathConfig;
 
-/// Settings of the daemon.
-#[derive(Debug, Clone)]
+/// Settings of the daemon. The default is Dom0's daemon with default tunables and no
+/// control socket.
+#[derive(Debug, Clone, Default)]
 pub struct DaemonConfig {
     /// Our own domain id (the backend domain, 0 for Dom0).
     pub backend_domid: DomId,
@@ -32,17 +33,6 @@ pub struct DaemonConfig {
     pub datapath: DatapathConfig,
     /// Where to serve the control socket; `None` serves none.
     pub control_socket: Option<PathBuf>,
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        Self {
-            backend_domid: 0,
-            switch: SwitchConfig::default(),
-            datapath: DatapathConfig::default(),
-            control_socket: None,
-        }
-    }
 }
 
 /// Failures that stop the daemon as a whole (a single vif's failure never does).

@@ -154,10 +154,11 @@ impl Vif {
         let worker = datapath.spawn(port, self.counters.clone(), on_fatal).map_err(XenbusError::ConnectDatapath)?;
         self.worker = Some(worker);
         tracing::info!(rings = ?params.rings, "{}: data path running", self.id);
-        if self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false) {
-            if let Err(e) = xenbus::remove_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend) {
-                tracing::warn!(error = %e, "{}: removing the stale error node", self.id);
-            }
+        let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);
+        if let Err(e) =
+            stale.then(|| xenbus::remove_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend)).transpose()
+        {
+            tracing::warn!(error = %e, "{}: removing the stale error node", self.id);
         }
         Ok(())
     }
