@@ -123,6 +123,7 @@ fn detach_closes_an_unconnected_vif_and_removal_forgets_it() -> anyhow::Result<(
     h.xs().rm(&v.be)?;
     h.xs().rm(&v.fe)?;
     let list = wait_list(&h.sock, |l| l.len() == 1)?;
+    ensure!(!h.xs().exists(&v.be)?, "the daemon re-created {}", v.be);
     ensure!(list[0].id.handle == 1 && list[0].state == 2, "{list:?}");
     Ok(())
 }

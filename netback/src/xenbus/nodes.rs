@@ -43,13 +43,15 @@ pub fn write_probe(xs: &Client, backend: &str) -> Result<bool, XenbusError> {
     .map_err(write_err(backend.to_owned()))
 }
 
-/// Writes `<backend>/state`.
+/// Writes `<backend>/state`, unless the node is gone (as Linux's `xenbus_switch_state`:
+/// a write must not re-create a directory the toolstack just removed).
 pub fn write_state(xs: &Client, backend: &str, state: XenbusState) -> Result<(), XenbusError> {
     let path = format!("{backend}/state");
-    xs.write(&path, state.value()).map_err(write_err(path))
+    xs.transaction(|tx| if tx.exists(&path)? { tx.write(&path, state.value()) } else { Ok(()) })
+        .map_err(write_err(path))
 }
 
-/// Writes `value` to both error nodes.
+/// Writes `value` to both error nodes (none if the backend directory is gone).
 pub fn write_error(
     xs: &Client,
     backend_domid: DomId,
@@ -57,10 +59,14 @@ pub fn write_error(
     backend: &str,
     value: &str,
 ) -> Result<(), XenbusError> {
-    let path = format!("{backend}/error");
-    xs.write(&path, value).map_err(write_err(path))?;
-    let path = error_path(backend_domid, id);
-    xs.write(&path, value).map_err(write_err(path))
+    xs.transaction(|tx| {
+        if tx.exists(&format!("{backend}/state"))? {
+            tx.write(&format!("{backend}/error"), value)?;
+            tx.write(&error_path(backend_domid, id), value)?;
+        }
+        Ok(())
+    })
+    .map_err(write_err(backend.to_owned()))
 }
 
 /// Removes both error nodes (a missing node is fine).
