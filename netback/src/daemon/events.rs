@@ -10,6 +10,7 @@ use grant::{DomId, EventChannels, GrantOps};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use xenstore::{Client, Watch};
 
+use super::scope::{Scope, drain, scope_of};
 use super::status::{FatalQueue, StatusMap, lock};
 use super::vif::{Ctx, Vif};
 use super::{DaemonConfig, DaemonError};
@@ -23,14 +24,6 @@ const RELEASE: u64 = 2;
 const FATAL: u64 = 3;
 /// Tokens of frontend watches start here.
 const FIRST_VIF: u64 = 16;
-
-/// Which vifs a backend-root event concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Scope {
-    All,
-    Domain(DomId),
-    Vif(VifId),
-}
 
 pub(super) struct Daemon<G> {
     pub xs: Client,
@@ -137,7 +130,7 @@ where
         let mut scopes = BTreeSet::new();
         loop {
             match watch.try_recv() {
-                Ok(Some(event)) => scopes.extend(self.scope_of(&event.path)),
+                Ok(Some(event)) => scopes.extend(scope_of(&self.root, &event.path)),
                 Ok(None) => break,
                 Err(source) => return Err(DaemonError::Watch { path: self.root.clone(), source }),
             }
@@ -153,18 +146,6 @@ where
             }
         }
         Ok(())
-    }
-
-    /// `root/<domid>/<handle>/...` → the vif; `root/<domid>` → the domain; `root` → all.
-    fn scope_of(&self, path: &str) -> Option<Scope> {
-        let Some(rest) = path.strip_prefix(self.root.as_str()) else { return Some(Scope::All) };
-        let mut parts = rest.trim_start_matches('/').split('/').filter(|p| !p.is_empty());
-        let Some(domid) = parts.next() else { return Some(Scope::All) };
-        let domid: DomId = domid.parse().ok()?;
-        match parts.next() {
-            None => Some(Scope::Domain(domid)),
-            Some(handle) => Some(Scope::Vif(VifId { domid, handle: handle.parse().ok()? })),
-        }
     }
 
     fn list(&self, path: &str) -> Result<Vec<String>, xenstore::XsError> {
@@ -305,13 +286,4 @@ where
         status.clear();
         status.extend(self.vifs.values().map(|v| (v.id, v.status())));
     }
-}
-
-/// Takes every queued event of `watch`; returns how many.
-fn drain(watch: &Watch) -> Result<usize, xenstore::XsError> {
-    let mut n = 0;
-    while watch.try_recv()?.is_some() {
-        n += 1;
-    }
-    Ok(n)
 }

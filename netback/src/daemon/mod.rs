@@ -6,6 +6,7 @@
 //! connected vif has its own worker thread (see [`crate::vif`]).
 
 mod events;
+mod scope;
 mod status;
 mod vif;
 
