@@ -2,10 +2,23 @@
 //! and one JSON response per line. `nbctl list`/`stats` and `nbctl sim` read per-vif state
 //! and counters through it.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::port::PortStats;
 use crate::vif::{VifId, VifStats};
+
+/// How long [`call`] waits for the answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,8 +90,18 @@ pub enum ControlError {
 
 /// Sends one request to the daemon listening on `path` and returns its answer.
 pub fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
-    let _ = (path, request);
-    todo!()
+    let stream =
+        UnixStream::connect(path).map_err(|source| ControlError::Connect { path: path.to_path_buf(), source })?;
+    stream.set_read_timeout(Some(CALL_TIMEOUT)).map_err(ControlError::Io)?;
+    let mut line = serde_json::to_string(request).map_err(ControlError::Decode)?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(ControlError::Io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(ControlError::Io)?;
+    if answer.is_empty() {
+        return Err(ControlError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the daemon closed the socket")));
+    }
+    serde_json::from_str(&answer).map_err(ControlError::Decode)
 }
 
 /// [`Request::List`]: every vif, sorted by id.
@@ -86,5 +109,128 @@ pub fn list(path: &Path) -> Result<Vec<VifReport>, ControlError> {
     match call(path, &Request::List)? {
         Response::Vifs { vifs } => Ok(vifs),
         Response::Error { message } => Err(ControlError::Refused(message)),
+    }
+}
+
+/// Answers one decoded request.
+pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// The serving side: a thread accepting connections on a unix socket, and one thread per
+/// connection answering its lines. Dropping it stops the threads and removes the socket.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<EventFd>,
+    conns: Arc<Mutex<HashMap<u64, UnixStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ControlServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlServer").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl ControlServer {
+    /// Binds `path` (replacing a stale socket file; failing with `AddrInUse` if another
+    /// daemon answers on it) and starts serving requests with `handler`.
+    pub fn bind(path: &Path, handler: Handler) -> io::Result<ControlServer> {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "another daemon answers on this socket"));
+        }
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+        let conns = Arc::new(Mutex::new(HashMap::new()));
+        let (s, c) = (stop.clone(), conns.clone());
+        let thread = std::thread::Builder::new()
+            .name("netback-control".into())
+            .spawn(move || accept_loop(&listener, &s, &c, &handler))?;
+        Ok(ControlServer { path: path.to_path_buf(), stop, conns, thread: Some(thread) })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for stream in lock(&self.conns).values() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Conns = Arc<Mutex<HashMap<u64, UnixStream>>>;
+
+fn accept_loop(listener: &UnixListener, stop: &EventFd, conns: &Conns, handler: &Handler) {
+    let mut next_id = 0u64;
+    loop {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return tracing::warn!(error = %e, "control socket: poll failed"),
+            Ok(_) => {}
+        }
+        if fds[1].any().unwrap_or(true) {
+            return;
+        }
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    break;
+                }
+            };
+            next_id += 1;
+            let id = next_id;
+            let Ok(clone) = stream.set_nonblocking(false).and_then(|()| stream.try_clone()) else { continue };
+            lock(conns).insert(id, clone);
+            let (conns, handler) = (conns.clone(), handler.clone());
+            let spawned = std::thread::Builder::new().name("netback-control-conn".into()).spawn(move || {
+                serve_connection(stream, &handler);
+                lock(&conns).remove(&id);
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "control socket: cannot start a connection thread");
+            }
+        }
+    }
+}
+
+/// Answers every line of one connection until it closes; a malformed line gets an error
+/// answer and the connection stays usable.
+fn serve_connection(stream: UnixStream, handler: &Handler) {
+    let mut writer = &stream;
+    for line in BufReader::new(&stream).lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => handler(&request),
+            Err(e) => Response::Error { message: format!("malformed request: {e}") },
+        };
+        let Ok(mut out) = serde_json::to_string(&response) else { return };
+        out.push('\n');
+        if writer.write_all(out.as_bytes()).is_err() {
+            return;
+        }
     }
 }

@@ -1,4 +1,103 @@
 //! `netback`: the userspace Xen netif backend daemon.
-fn main() {
-    todo!()
+//!
+//! Without `/dev/xen` it serves a simulated host: `--sim-dir` joins one that runs elsewhere
+//! (`nbctl sim`), `--embedded` (the default there) starts one in this process.
+#![forbid(unsafe_code)]
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use netback::daemon::{self, DaemonConfig};
+use netback::switch::SwitchConfig;
+use netback::vif::DatapathConfig;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::SignalFd;
+use simhost::SimHost;
+use tracing_subscriber::EnvFilter;
+
+/// Userspace Xen network backend.
+#[derive(Debug, Parser)]
+#[command(name = "netback", version, about)]
+struct Args {
+    /// Join the simulated host in DIR as Dom0 (with `--embedded`: start it there).
+    #[arg(long, value_name = "DIR")]
+    sim_dir: Option<PathBuf>,
+    /// Start a simulated host in this process (the default when there is no /dev/xen).
+    #[arg(long)]
+    embedded: bool,
+    /// The control socket (default `<sim dir>/netback.sock`).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Most TX requests per grant-copy batch.
+    #[arg(long, default_value_t = DatapathConfig::default().tx_batch)]
+    tx_batch: usize,
+    /// Most RX frames per grant-copy batch.
+    #[arg(long, default_value_t = DatapathConfig::default().rx_batch)]
+    rx_batch: usize,
+    /// Most frames queued for one switch port.
+    #[arg(long, default_value_t = SwitchConfig::default().port_queue_frames)]
+    port_queue_frames: usize,
+    /// Seconds before the switch forgets an idle MAC.
+    #[arg(long, default_value_t = SwitchConfig::default().mac_aging.as_secs())]
+    mac_aging_secs: u64,
+}
+
+impl Args {
+    fn config(&self, sim_dir: &Path) -> DaemonConfig {
+        DaemonConfig {
+            backend_domid: 0,
+            switch: SwitchConfig {
+                port_queue_frames: self.port_queue_frames,
+                mac_aging: Duration::from_secs(self.mac_aging_secs),
+                ..SwitchConfig::default()
+            },
+            datapath: DatapathConfig { tx_batch: self.tx_batch, rx_batch: self.rx_batch },
+            control_socket: Some(self.control.clone().unwrap_or_else(|| sim_dir.join("netback.sock"))),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.tx_batch == 0 || args.rx_batch == 0 || args.port_queue_frames == 0 {
+        bail!("--tx-batch, --rx-batch and --port-queue-frames must be at least 1");
+    }
+    let real_xen = Path::new("/dev/xen").exists();
+    if real_xen && args.sim_dir.is_none() && !args.embedded {
+        bail!("real Xen support is not built yet; run with --embedded to serve a simulated host");
+    }
+
+    // Before any thread starts, so every thread inherits the blocked mask and the signals
+    // are only ever delivered through the signalfd.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().context("blocking SIGINT and SIGTERM")?;
+    let stop = SignalFd::new(&signals).context("creating the signalfd")?;
+
+    let _host;
+    let dir = match &args.sim_dir {
+        Some(dir) if !args.embedded => dir.clone(),
+        dir => {
+            let host = match dir {
+                Some(dir) => SimHost::start(dir),
+                None => SimHost::start_temp(),
+            }
+            .context("starting the simulated host")?;
+            let dir = host.dir().to_path_buf();
+            println!("sim host at {d}; attach guests with: nbctl --sim-dir {d} attach <domid>", d = dir.display());
+            _host = host;
+            dir
+        }
+    };
+    daemon::run_sim(&dir, args.config(&dir), stop.as_fd()).context("netback daemon")?;
+    tracing::info!("netback stopped");
+    Ok(())
 }

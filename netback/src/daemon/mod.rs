@@ -5,17 +5,26 @@
 //! One thread runs the xenstore side (watch events, state changes, teardown); each
 //! connected vif has its own worker thread (see [`crate::vif`]).
 
-use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
+mod events;
+mod scope;
+mod status;
+mod vif;
 
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use grant::sim::Credentials;
 use grant::{DomId, EventChannels, GrantOps};
 use xenstore::Client;
 
-use crate::switch::SwitchConfig;
+use crate::control::ControlServer;
+use crate::switch::{Switch, SwitchConfig};
 use crate::vif::DatapathConfig;
 
-/// Settings of the daemon.
-#[derive(Debug, Clone)]
+/// Settings of the daemon. The default is Dom0's daemon with default tunables and no
+/// control socket.
+#[derive(Debug, Clone, Default)]
 pub struct DaemonConfig {
     /// Our own domain id (the backend domain, 0 for Dom0).
     pub backend_domid: DomId,
@@ -25,17 +34,6 @@ pub struct DaemonConfig {
     pub datapath: DatapathConfig,
     /// Where to serve the control socket; `None` serves none.
     pub control_socket: Option<PathBuf>,
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        Self {
-            backend_domid: 0,
-            switch: SwitchConfig::default(),
-            datapath: DatapathConfig::default(),
-            control_socket: None,
-        }
-    }
 }
 
 /// Failures that stop the daemon as a whole (a single vif's failure never does).
@@ -71,6 +69,15 @@ pub enum DaemonError {
     /// Waiting for events.
     #[error("polling the daemon's event sources")]
     Poll(#[source] std::io::Error),
+    /// Joining the simulated host as Dom0 ([`run_sim`]).
+    #[error("joining the simulated host in {dir}")]
+    JoinSimHost {
+        /// The host directory.
+        dir: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: simhost::SimHostError,
+    },
 }
 
 /// Runs the daemon until `stop` becomes readable (an eventfd written by a signal handler
@@ -80,6 +87,27 @@ pub fn run<G>(grants: G, xs: Client, config: DaemonConfig, stop: BorrowedFd<'_>)
 where
     G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
 {
-    let _ = (grants, xs, config, stop);
-    todo!()
+    let switch = Switch::new(config.switch.clone());
+    let status = status::StatusMap::default();
+    // Dropped (socket removed) when this function returns, after the vifs are stopped.
+    let _control = match &config.control_socket {
+        Some(path) => {
+            let (status, switch) = (status.clone(), switch.clone());
+            let handler = Arc::new(move |request: &crate::control::Request| status::answer(&status, &switch, request));
+            let server = ControlServer::bind(path, handler)
+                .map_err(|source| DaemonError::ControlSocket { path: path.clone(), source })?;
+            tracing::info!(path = %path.display(), "control socket listening");
+            Some(server)
+        }
+        None => None,
+    };
+    events::Daemon::new(xs, grants, config, switch, status)?.run(stop)
+}
+
+/// Joins the simulated host in `dir` as Dom0 and runs the daemon there (see [`run`]).
+pub fn run_sim(dir: &Path, config: DaemonConfig, stop: BorrowedFd<'_>) -> Result<(), DaemonError> {
+    let session = simhost::join(dir, Credentials::Dom0)
+        .map_err(|source| DaemonError::JoinSimHost { dir: dir.to_path_buf(), source })?;
+    let config = DaemonConfig { backend_domid: session.domid(), ..config };
+    run(session.domain, session.xenstore, config, stop)
 }

@@ -1,0 +1,289 @@
+//! The xenstore thread's loop: one epoll set over the backend-root watch, the
+//! `@releaseDomain` watch, one watch per vif frontend `state`, the workers' failure queue
+//! and the stop fd. Each event re-evaluates the vifs it concerns from xenstore.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+
+use grant::{DomId, EventChannels, GrantOps};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use xenstore::{Client, Watch};
+
+use super::scope::{Scope, drain, scope_of};
+use super::status::{FatalQueue, StatusMap, lock};
+use super::vif::{Ctx, Vif};
+use super::{DaemonConfig, DaemonError};
+use crate::switch::Switch;
+use crate::vif::VifId;
+use crate::xenbus::keys::read_optional;
+
+const STOP: u64 = 0;
+const ROOT: u64 = 1;
+const RELEASE: u64 = 2;
+const FATAL: u64 = 3;
+/// Tokens of frontend watches start here.
+const FIRST_VIF: u64 = 16;
+
+pub(super) struct Daemon<G> {
+    pub xs: Client,
+    pub grants: G,
+    pub config: DaemonConfig,
+    pub switch: Arc<Switch>,
+    pub status: StatusMap,
+    root: String,
+    epoll: Epoll,
+    fatal: Arc<FatalQueue>,
+    vifs: BTreeMap<VifId, Vif>,
+    /// Frontend watches by epoll token, and each vif's token.
+    watches: HashMap<u64, (VifId, Watch)>,
+    tokens: HashMap<VifId, u64>,
+    next_token: u64,
+}
+
+fn poll_err(e: nix::Error) -> DaemonError {
+    DaemonError::Poll(e.into())
+}
+
+impl<G> Daemon<G>
+where
+    G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+{
+    pub fn new(
+        xs: Client,
+        grants: G,
+        config: DaemonConfig,
+        switch: Arc<Switch>,
+        status: StatusMap,
+    ) -> Result<Self, DaemonError> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(poll_err)?;
+        let fatal = Arc::new(FatalQueue::new().map_err(DaemonError::Poll)?);
+        let root = crate::xenbus::backend_root(config.backend_domid);
+        Ok(Self {
+            xs,
+            grants,
+            config,
+            switch,
+            status,
+            root,
+            epoll,
+            fatal,
+            vifs: BTreeMap::new(),
+            watches: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: FIRST_VIF,
+        })
+    }
+
+    fn ctx(&self) -> Ctx<'_, G> {
+        Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal }
+    }
+
+    /// Serves until `stop` is readable; then stops every vif.
+    pub fn run(mut self, stop: BorrowedFd<'_>) -> Result<(), DaemonError> {
+        let watch = |path: &str, token: &str| {
+            self.xs.watch(path, Some(token)).map_err(|source| DaemonError::Watch { path: path.to_owned(), source })
+        };
+        let root_watch = watch(&self.root, "netback-backend-root")?;
+        let release = watch("@releaseDomain", "netback-release-domain")?;
+        let add = |fd: BorrowedFd<'_>, token| self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token));
+        use std::os::fd::AsFd;
+        add(stop, STOP).map_err(poll_err)?;
+        add(root_watch.as_fd(), ROOT).map_err(poll_err)?;
+        add(release.as_fd(), RELEASE).map_err(poll_err)?;
+        add(self.fatal.as_fd(), FATAL).map_err(poll_err)?;
+        tracing::info!(root = %self.root, "netback daemon watching");
+        let mut events = [EpollEvent::empty(); 32];
+        'wait: loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => r.map_err(poll_err)?,
+            };
+            for event in &events[..n] {
+                match event.data() {
+                    STOP => break 'wait,
+                    ROOT => self.on_root(&root_watch)?,
+                    RELEASE => {
+                        let drained = drain(&release)
+                            .map_err(|source| DaemonError::Watch { path: "@releaseDomain".into(), source })?;
+                        if drained > 0 {
+                            self.on_release();
+                        }
+                    }
+                    FATAL => self.on_worker_fatal(),
+                    token => self.on_frontend(token),
+                }
+            }
+            self.publish();
+        }
+        tracing::info!("netback daemon stopping");
+        let ctx =
+            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+        for vif in self.vifs.values_mut() {
+            vif.shutdown(&ctx);
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn on_root(&mut self, watch: &Watch) -> Result<(), DaemonError> {
+        let mut scopes = BTreeSet::new();
+        loop {
+            match watch.try_recv() {
+                Ok(Some(event)) => scopes.extend(scope_of(&self.root, &event.path)),
+                Ok(None) => break,
+                Err(source) => return Err(DaemonError::Watch { path: self.root.clone(), source }),
+            }
+        }
+        if scopes.contains(&Scope::All) {
+            return self.scan_all();
+        }
+        for scope in scopes {
+            match scope {
+                Scope::Domain(domid) => self.scan_domain(domid),
+                Scope::Vif(id) => self.refresh(id),
+                Scope::All => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self, path: &str) -> Result<Vec<String>, xenstore::XsError> {
+        match self.xs.directory(path) {
+            Err(e) if e.is_enoent() => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
+    fn scan_all(&mut self) -> Result<(), DaemonError> {
+        let listed =
+            self.list(&self.root).map_err(|source| DaemonError::ReadBackendTree { path: self.root.clone(), source })?;
+        let mut domids: BTreeSet<DomId> = listed.iter().filter_map(|d| d.parse().ok()).collect();
+        domids.extend(self.vifs.keys().map(|id| id.domid));
+        for domid in domids {
+            self.scan_domain(domid);
+        }
+        Ok(())
+    }
+
+    fn scan_domain(&mut self, domid: DomId) {
+        let path = format!("{}/{domid}", self.root);
+        let handles = self.list(&path).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "listing {path}");
+            Vec::new()
+        });
+        let mut ids: BTreeSet<VifId> =
+            handles.iter().filter_map(|h| h.parse().ok()).map(|handle| VifId { domid, handle }).collect();
+        ids.extend(self.vifs.keys().filter(|id| id.domid == domid));
+        for id in ids {
+            self.refresh(id);
+        }
+    }
+
+    /// Probes a new vif, forgets a removed one, re-evaluates a known one.
+    fn refresh(&mut self, id: VifId) {
+        let backend = format!("{}/{}/{}", self.root, id.domid, id.handle);
+        let exists = self.xs.exists(&backend).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "{id}: reading {backend}");
+            true
+        });
+        if !exists {
+            return self.forget(id);
+        }
+        if let Some(mut vif) = self.vifs.remove(&id) {
+            vif.evaluate(&self.ctx());
+            self.settle(vif);
+            return;
+        }
+        let read = |key: &str| read_optional(&self.xs, &format!("{backend}/{key}"));
+        let (frontend, frontend_id) = match (read("frontend"), read("frontend-id")) {
+            (Ok(Some(f)), Ok(Some(i))) => (f, i),
+            (Ok(_), Ok(_)) => return, // not complete yet: a later write will tell us
+            (Err(e), _) | (_, Err(e)) => return tracing::warn!("{id}: cannot probe: {e}"),
+        };
+        let watch = match self.xs.watch(&format!("{frontend}/state"), None) {
+            Ok(w) => w,
+            Err(e) => return tracing::warn!(error = %e, "{id}: cannot watch the frontend {frontend}"),
+        };
+        let mut vif = match Vif::probe(&self.ctx(), id, backend, frontend) {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!("{id}: probe failed: {}", e.node_value()),
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        use std::os::fd::AsFd;
+        if let Err(e) = self.epoll.add(watch.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+            tracing::warn!(error = %e, "{id}: cannot poll the frontend watch");
+        }
+        self.watches.insert(token, (id, watch));
+        self.tokens.insert(id, token);
+        if frontend_id.trim() != id.domid.to_string() {
+            vif.mismatched_frontend_id(&self.ctx(), &frontend_id);
+        }
+        vif.evaluate(&self.ctx());
+        self.settle(vif);
+    }
+
+    /// Puts `vif` back, dropping its frontend watch once it is detached.
+    fn settle(&mut self, vif: Vif) {
+        if vif.detached {
+            self.unwatch(vif.id);
+        }
+        self.vifs.insert(vif.id, vif);
+    }
+
+    fn unwatch(&mut self, id: VifId) {
+        if let Some((_, watch)) = self.tokens.remove(&id).and_then(|t| self.watches.remove(&t)) {
+            let _ = self.epoll.delete(&watch);
+        }
+    }
+
+    /// The backend directory is gone: stop and drop the vif.
+    fn forget(&mut self, id: VifId) {
+        self.unwatch(id);
+        if let Some(mut vif) = self.vifs.remove(&id) {
+            vif.stop_worker();
+            tracing::info!("{id}: backend directory removed, forgotten");
+        }
+    }
+
+    fn on_frontend(&mut self, token: u64) {
+        let Some((id, watch)) = self.watches.get(&token) else { return };
+        let id = *id;
+        if let Err(e) = drain(watch) {
+            tracing::warn!(error = %e, "{id}: frontend watch failed");
+            self.unwatch(id);
+        }
+        self.refresh(id);
+    }
+
+    fn on_release(&mut self) {
+        let ctx =
+            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+        for vif in self.vifs.values_mut() {
+            match ctx.xs.is_domain_introduced(vif.id.domid) {
+                Ok(false) => vif.domain_gone(&ctx),
+                Ok(true) => {}
+                Err(e) => tracing::warn!(error = %e, "{}: asking whether domain {} lives", vif.id, vif.id.domid),
+            }
+        }
+    }
+
+    fn on_worker_fatal(&mut self) {
+        let ctx =
+            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+        for (id, generation, message) in self.fatal.drain() {
+            if let Some(vif) = self.vifs.get_mut(&id) {
+                vif.worker_failed(&ctx, generation, message);
+            }
+        }
+    }
+
+    /// Copies every vif's view for the control socket.
+    fn publish(&self) {
+        let mut status = lock(&self.status);
+        status.clear();
+        status.extend(self.vifs.values().map(|v| (v.id, v.status())));
+    }
+}

@@ -1,0 +1,232 @@
+//! One vif as the daemon tracks it: what we last wrote, its data path, its counters; and
+//! the application of [`xenbus::decide`]'s steps to xenstore, the switch and the worker.
+
+use std::sync::Arc;
+
+use grant::{EventChannels, GrantOps};
+use xenstore::Client;
+
+use super::DaemonConfig;
+use super::status::{FatalQueue, VifStatus};
+use crate::switch::Switch;
+use crate::vif::{Datapath, VifCounters, VifId, WorkerExit, WorkerHandle};
+use crate::xenbus::{self, FrontendState, Hotplug, Inputs, Step, XenbusError, XenbusState, keys};
+
+/// What applying steps needs, borrowed from the daemon.
+pub(super) struct Ctx<'a, G> {
+    pub xs: &'a Client,
+    pub grants: &'a G,
+    pub switch: &'a Arc<Switch>,
+    pub config: &'a DaemonConfig,
+    pub fatal: &'a Arc<FatalQueue>,
+}
+
+/// A vif the daemon probed.
+#[derive(Debug)]
+pub(super) struct Vif {
+    pub id: VifId,
+    pub backend: String,
+    pub frontend: String,
+    ours: XenbusState,
+    frontend_state: FrontendState,
+    worker: Option<WorkerHandle>,
+    /// Bumped at every connect, so a late failure report of an old worker is ignored.
+    generation: u64,
+    counters: Arc<VifCounters>,
+    error: Option<String>,
+    mac: Option<String>,
+    /// The toolstack detached it: no more frontend watch, no reconnect.
+    pub detached: bool,
+}
+
+impl Vif {
+    /// Linux's `netback_probe`: features and InitWait. The caller watches the frontend.
+    /// `None` if the directory went away meanwhile.
+    pub fn probe<G>(
+        ctx: &Ctx<'_, G>,
+        id: VifId,
+        backend: String,
+        frontend: String,
+    ) -> Result<Option<Vif>, XenbusError> {
+        if !xenbus::write_probe(ctx.xs, &backend)? {
+            return Ok(None);
+        }
+        tracing::info!("{id}: probed, Initialising -> InitWait");
+        let mac = keys::read_mac(ctx.xs, &backend).ok().map(|m| xenbus::format_mac(&m));
+        Ok(Some(Vif {
+            id,
+            backend,
+            frontend,
+            ours: XenbusState::InitWait,
+            frontend_state: FrontendState::Missing,
+            worker: None,
+            generation: 0,
+            counters: Arc::default(),
+            error: None,
+            mac,
+            detached: false,
+        }))
+    }
+
+    /// A copy for the control socket.
+    pub fn status(&self) -> VifStatus {
+        VifStatus {
+            state: self.ours,
+            frontend_state: self.frontend_state.number(),
+            mac: self.mac.clone(),
+            error: self.error.clone(),
+            counters: self.counters.clone(),
+            running: self.worker.is_some(),
+        }
+    }
+
+    fn inputs(&self, xs: &Client) -> Result<Inputs, XenbusError> {
+        let read = |path: String| keys::read_optional(xs, &path);
+        let fe = read(format!("{}/state", self.frontend))?;
+        let online = read(format!("{}/online", self.backend))?;
+        let script = read(format!("{}/script", self.backend))?.is_some();
+        let hotplug = read(format!("{}/hotplug-status", self.backend))?;
+        let published = read(format!("{}/state", self.backend))?;
+        Ok(Inputs {
+            ours: self.ours,
+            running: self.worker.is_some(),
+            frontend: FrontendState::parse(fe.as_deref()),
+            // Only an explicit `0` detaches (the toolstack writes `1` at attach).
+            online: online.as_deref().map(str::trim) != Some("0"),
+            hotplug: Hotplug::from_nodes(script, hotplug.as_deref()),
+            published: published.as_deref().and_then(XenbusState::parse),
+        })
+    }
+
+    /// Re-reads xenstore and takes the steps it calls for (a connect is followed by a
+    /// second look, so an open hotplug gate goes Connected at once).
+    pub fn evaluate<G>(&mut self, ctx: &Ctx<'_, G>)
+    where
+        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+    {
+        if self.worker.as_ref().is_some_and(WorkerHandle::is_finished) {
+            self.fatal(ctx, XenbusError::Datapath("the worker thread ended".into()));
+        }
+        for _ in 0..3 {
+            let inputs = match self.inputs(ctx.xs) {
+                Ok(i) => i,
+                Err(e) => return self.fatal(ctx, e),
+            };
+            self.frontend_state = inputs.frontend;
+            let step = xenbus::decide(inputs);
+            tracing::debug!(?inputs, ?step, "{}: evaluated", self.id);
+            match step {
+                Step::Nothing => return,
+                Step::Connect => {
+                    if let Err(e) = self.connect(ctx) {
+                        return self.fatal(ctx, e);
+                    }
+                }
+                Step::GoConnected => return self.set_state(ctx, XenbusState::Connected),
+                Step::Disconnect(state) => {
+                    self.stop_worker();
+                    return self.set_state(ctx, state);
+                }
+                Step::Detach => {
+                    self.stop_worker();
+                    self.detached = true;
+                    return self.set_state(ctx, XenbusState::Closed);
+                }
+                Step::Fatal(message) => return self.fatal(ctx, XenbusError::Protocol(message)),
+            }
+        }
+    }
+
+    /// Linux's `connect`: read the keys, map and bind, plug into the switch, start the
+    /// worker. Stays InitWait (the hotplug gate decides when to go Connected).
+    fn connect<G>(&mut self, ctx: &Ctx<'_, G>) -> Result<(), XenbusError>
+    where
+        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+    {
+        let params = keys::read_connect_params(ctx.xs, &self.frontend, &self.backend)?;
+        self.mac = Some(xenbus::format_mac(&params.mac));
+        let datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, ctx.config.datapath)
+            .map_err(XenbusError::ConnectDatapath)?;
+        let port = ctx.switch.add_port(&self.id.to_string()).map_err(XenbusError::AddSwitchPort)?;
+        self.generation += 1;
+        let (queue, generation) = (ctx.fatal.clone(), self.generation);
+        let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, e.to_string()));
+        let worker = datapath.spawn(port, self.counters.clone(), on_fatal).map_err(XenbusError::ConnectDatapath)?;
+        self.worker = Some(worker);
+        tracing::info!(rings = ?params.rings, "{}: data path running", self.id);
+        let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);
+        if let Err(e) =
+            stale.then(|| xenbus::remove_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend)).transpose()
+        {
+            tracing::warn!(error = %e, "{}: removing the stale error node", self.id);
+        }
+        Ok(())
+    }
+
+    /// A worker reported a protocol violation (ignored if it belongs to an older connection).
+    pub fn worker_failed<G>(&mut self, ctx: &Ctx<'_, G>, generation: u64, message: String) {
+        if generation == self.generation && self.worker.is_some() {
+            self.fatal(ctx, XenbusError::Datapath(message));
+        }
+    }
+
+    /// Linux's `xenbus_dev_fatal`: error nodes, stop, Closing.
+    fn fatal<G>(&mut self, ctx: &Ctx<'_, G>, error: XenbusError) {
+        let value = error.node_value();
+        if self.error.as_ref() == Some(&value) && self.ours == XenbusState::Closing && self.worker.is_none() {
+            // Already disabled for this reason: writing again would only fire our watch.
+            return;
+        }
+        tracing::warn!("{}: disabled: {value}", self.id);
+        if let Err(e) = xenbus::write_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend, &value) {
+            tracing::warn!(error = %e, "{}: writing the error node", self.id);
+        }
+        self.error = Some(value);
+        self.stop_worker();
+        self.set_state(ctx, XenbusState::Closing);
+    }
+
+    /// `frontend-id` does not name the domain of the backend directory: disable the vif.
+    pub fn mismatched_frontend_id<G>(&mut self, ctx: &Ctx<'_, G>, value: &str) {
+        let path = format!("{}/frontend-id", self.backend);
+        let expected = "the domain id in the backend path";
+        self.fatal(ctx, XenbusError::ParseKey { path, value: value.to_owned(), expected });
+    }
+
+    /// `@releaseDomain` and the domain is gone: stop, Closed.
+    pub fn domain_gone<G>(&mut self, ctx: &Ctx<'_, G>) {
+        if self.worker.is_some() || self.ours != XenbusState::Closed {
+            tracing::info!("{}: domain {} is gone", self.id, self.id.domid);
+            self.stop_worker();
+            self.set_state(ctx, XenbusState::Closed);
+        }
+    }
+
+    /// The daemon stops: stop the worker and tell a connected frontend Closing.
+    pub fn shutdown<G>(&mut self, ctx: &Ctx<'_, G>) {
+        if self.worker.is_some() {
+            self.stop_worker();
+            self.set_state(ctx, XenbusState::Closing);
+        }
+    }
+
+    /// Stops the worker, if any (the switch port goes with it).
+    pub fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            match worker.stop() {
+                WorkerExit::Panicked => tracing::warn!("{}: the worker thread panicked", self.id),
+                exit => tracing::debug!(?exit, "{}: worker stopped", self.id),
+            }
+        }
+    }
+
+    fn set_state<G>(&mut self, ctx: &Ctx<'_, G>, state: XenbusState) {
+        if state != self.ours {
+            tracing::info!("{}: {:?} -> {:?}", self.id, self.ours, state);
+            self.ours = state;
+        }
+        if let Err(e) = xenbus::write_state(ctx.xs, &self.backend, state) {
+            tracing::warn!(error = %e, "{}: writing state {state}", self.id);
+        }
+    }
+}
