@@ -14,7 +14,7 @@ use std::time::Duration;
 use xenstore::Client;
 
 /// File name of the daemon's control socket inside the host directory.
-pub const CONTROL_SOCKET: &str = "netback.sock";
+pub const CONTROL_SOCKET: &str = netback::control::SIM_SOCKET_NAME;
 
 /// Options of `nbctl attach`.
 #[derive(Debug, clap::Args)]

@@ -20,6 +20,9 @@ use crate::vif::{VifId, VifStats};
 /// How long [`call`] waits for the answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// File name of the control socket inside a simulated host's directory.
+pub const SIM_SOCKET_NAME: &str = "netback.sock";
+
 /// A request to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]

@@ -55,7 +55,9 @@ impl Args {
                 ..SwitchConfig::default()
             },
             datapath: DatapathConfig { tx_batch: self.tx_batch, rx_batch: self.rx_batch },
-            control_socket: Some(self.control.clone().unwrap_or_else(|| sim_dir.join("netback.sock"))),
+            control_socket: Some(
+                self.control.clone().unwrap_or_else(|| sim_dir.join(netback::control::SIM_SOCKET_NAME)),
+            ),
         }
     }
 }

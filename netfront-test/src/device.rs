@@ -123,7 +123,7 @@ pub struct Netfront<C: EventChannel> {
 
 impl<C: EventChannel> Netfront<C> {
     /// Connects `device/vif/<handle>` like Linux netfront: reads the toolstack's keys,
-    /// waits for the backend's InitWait, checks its features, shares and initialises both
+    /// says Initialising if it is not already, waits for the backend's InitWait, checks its features, shares and initialises both
     /// rings and the buffer pools, allocates the event channel, posts the RX buffers,
     /// publishes everything with `state=Connected` in one transaction, waits for the
     /// backend's Connected and kicks it once.
@@ -134,6 +134,11 @@ impl<C: EventChannel> Netfront<C> {
         let info = xenbus::read_frontend(&xs, handle)?;
         let backend = info.backend.clone();
         let t = config.timeout;
+        // A frontend (re)starting says Initialising, so a backend left Closed by an
+        // earlier connection goes back to InitWait.
+        if xenbus::read_state(&xs, &info.dir).ok().flatten() != Some(XenbusState::Initialising) {
+            xenbus::write_state(&xs, &info.dir, XenbusState::Initialising)?;
+        }
         xenbus::wait_backend_state(&xs, &backend, XenbusState::InitWait, t, |s| {
             matches!(s, Some(XenbusState::InitWait | XenbusState::Initialised))
         })?;

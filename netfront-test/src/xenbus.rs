@@ -235,10 +235,15 @@ pub fn wait_backend_state(
     }
 }
 
-/// Writes our `state`.
+/// Writes our `state`, unless the node is gone: as Linux's `xenbus_switch_state`, a device
+/// whose directory the toolstack removed (a detach) is not brought back by a late write.
 pub fn write_state(xs: &Client, dir: &str, state: XenbusState) -> Result<(), XenbusError> {
     let path = format!("{dir}/state");
-    xs.write(&path, state.value()).map_err(|source| XenbusError::WriteState { path, state, source })
+    xs.transaction(|tx| match tx.exists(&path)? {
+        true => tx.write(&path, state.value()),
+        false => Ok(()),
+    })
+    .map_err(|source| XenbusError::WriteState { path, state, source })
 }
 
 /// Publishes the rings, the event channel, our feature requests and `state=Connected` in

@@ -215,7 +215,8 @@ impl SimHost {
 
     /// Creates a guest the way `xl create` does before any device: the hypervisor domain,
     /// then `/local/domain/<domid>` (dom0-owned, guest-readable) with `name` and `domid`,
-    /// and the guest-owned `device`, `data`, `control` and `error` directories.
+    /// and the guest-owned `device`, `data`, `control` and `error` directories; and introduces
+    /// the domain to xenstored (`@introduceDomain`), as libxl does while building it.
     pub fn create_domain(&self, name: &str, config: DomainConfig) -> Result<GuestSpec, SimHostError> {
         let (domid, token) = self.hypervisor().create_domain(config).map_err(SimHostError::CreateDomain)?;
         let layout = || -> Result<(), XsError> {
@@ -239,6 +240,9 @@ impl SimHost {
             let _ = self.hypervisor().destroy_domain(domid);
             return Err(SimHostError::Layout { domid, source });
         }
+        // libxl introduces a domain to xenstored while building it, before any device and
+        // before the guest runs, so backends see it alive from the start.
+        self.xenstored.introduce_domain(domid);
         Ok(GuestSpec { domid, name: name.to_string(), token, dir: self.dir.clone() })
     }
 

@@ -14,14 +14,28 @@ pub const ENV_CHILD: &str = "NETBACK_E2E_CHILD";
 /// Starts the `#[ignore]`d test `name` of the current test binary in a new process, with
 /// extra environment variables.
 pub fn spawn_child<'a>(name: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Child> {
-    Command::new(std::env::current_exe()?)
+    child_command(name, env)?.stdin(Stdio::null()).spawn()
+}
+
+/// As [`spawn_child`], with the child's stdin a pipe held by the returned `Child`: the
+/// child sees end-of-file on stdin when the parent drops `child.stdin` or dies, a stop
+/// signal that cannot outlive the test.
+pub fn spawn_child_with_stdin<'a>(
+    name: &str,
+    env: impl IntoIterator<Item = (&'a str, String)>,
+) -> std::io::Result<Child> {
+    child_command(name, env)?.stdin(Stdio::piped()).spawn()
+}
+
+fn child_command<'a>(name: &str, env: impl IntoIterator<Item = (&'a str, String)>) -> std::io::Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
         .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
         .env(ENV_CHILD, "1")
         .envs(env)
-        .stdin(Stdio::null())
         // The child's libtest chatter would read like a second test run; panics go to stderr.
-        .stdout(Stdio::null())
-        .spawn()
+        .stdout(Stdio::null());
+    Ok(command)
 }
 
 /// Whether this process was started by [`spawn_child`].

@@ -3,8 +3,7 @@
 use super::GuestArgs;
 use crate::commands::CONTROL_SOCKET;
 use anyhow::Context;
-use grant::sim::Credentials;
-use netback::daemon::{DaemonConfig, run};
+use netback::daemon::{DaemonConfig, run_sim};
 use netfront_test::session::{PeerConfig, StartGate, run_peer_traffic};
 use netfront_test::{Netfront, NetfrontConfig};
 use nix::sys::signal::{SigSet, Signal};
@@ -31,9 +30,8 @@ pub fn run_netback(dir: &Path) -> anyhow::Result<()> {
     mask.add(Signal::SIGINT);
     mask.thread_block().context("blocking SIGTERM and SIGINT")?;
     let stop = SignalFd::new(&mask).context("creating the stop signalfd")?;
-    let session = simhost::join(dir, Credentials::Dom0).context("joining the sim host as Dom0")?;
     let config = DaemonConfig { control_socket: Some(dir.join(CONTROL_SOCKET)), ..DaemonConfig::default() };
-    run(session.domain, session.xenstore, config, stop.as_fd()).context("running the netback daemon")?;
+    run_sim(dir, config, stop.as_fd()).context("running the netback daemon")?;
     Ok(())
 }
 

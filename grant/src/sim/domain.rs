@@ -19,6 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 /// The control connection: one request and its reply at a time.
@@ -64,6 +65,9 @@ impl Control {
     }
 }
 
+/// How many lookups pass between two sweeps of dead domains.
+const SOME_RESOLVES: u64 = 64;
+
 enum Cached {
     Mapped(Arc<DomainMemory>),
     Dead,
@@ -78,6 +82,8 @@ struct Inner {
     /// mappings keep their own reference) and remembered as dead: domids are never reused
     /// within a host, so it never needs asking about again.
     domains: RwLock<HashMap<DomId, Cached>>,
+    /// Lookups so far, to pace [`SimDomain::sweep_dead`].
+    resolves: AtomicU64,
     xenstore: Mutex<Option<UnixStream>>,
 }
 
@@ -118,6 +124,7 @@ impl SimDomain {
             inner: Arc::new(Inner {
                 alloc: Arc::new(Allocator::new(own.clone(), claim)),
                 domains: RwLock::new(HashMap::from([(domid, Cached::Mapped(own.clone()))])),
+                resolves: AtomicU64::new(0),
                 ctl,
                 domid,
                 own,
@@ -181,9 +188,33 @@ impl SimDomain {
         self.inner.alloc.retry()
     }
 
+    /// Unmaps every cached domain that has died and closes its descriptors (live mappings
+    /// keep their own reference). Runs on every [`SOME_RESOLVES`]th lookup and on every cache
+    /// miss, so a dead domain's memory is released by the process's next grant operations
+    /// even if nothing names that domain again.
+    fn sweep_dead(&self) {
+        let any_dead = self
+            .inner
+            .domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|c| matches!(c, Cached::Mapped(dom) if !dom.alive()));
+        if any_dead {
+            for cached in self.inner.domains.write().unwrap_or_else(PoisonError::into_inner).values_mut() {
+                if matches!(cached, Cached::Mapped(dom) if !dom.alive()) {
+                    *cached = Cached::Dead;
+                }
+            }
+        }
+    }
+
     /// The mapped tables of `domid`, fetching its descriptors from the host on first use.
     fn resolve(&self, domid: DomId) -> Result<Arc<DomainMemory>, Resolve> {
         let domid = if domid == DOMID_SELF { self.inner.domid } else { domid };
+        if self.inner.resolves.fetch_add(1, Ordering::Relaxed).is_multiple_of(SOME_RESOLVES) {
+            self.sweep_dead();
+        }
         let cached = match self.inner.domains.read().unwrap_or_else(PoisonError::into_inner).get(&domid) {
             Some(Cached::Mapped(dom)) if dom.alive() => return Ok(dom.clone()),
             Some(Cached::Dead) => return Err(Resolve::BadDomain),
@@ -194,6 +225,7 @@ impl SimDomain {
             self.inner.domains.write().unwrap_or_else(PoisonError::into_inner).insert(domid, Cached::Dead);
             return Err(Resolve::BadDomain);
         }
+        self.sweep_dead();
         let (reply, fds) = match self.inner.ctl.call(&Request::GetDomain(domid)) {
             Ok(r) => r,
             Err(SimError::Refused { errno: Errno::ESRCH, .. }) => return Err(Resolve::BadDomain),

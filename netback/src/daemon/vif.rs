@@ -37,6 +37,9 @@ pub(super) struct Vif {
     mac: Option<String>,
     /// The toolstack detached it: no more frontend watch, no reconnect.
     pub detached: bool,
+    /// The guest's domain is gone (`@releaseDomain`): whatever its frontend directory still
+    /// says, nobody is there, so the frontend counts as missing.
+    domain_gone: bool,
 }
 
 impl Vif {
@@ -65,6 +68,7 @@ impl Vif {
             error: None,
             mac,
             detached: false,
+            domain_gone: false,
         }))
     }
 
@@ -90,7 +94,7 @@ impl Vif {
         Ok(Inputs {
             ours: self.ours,
             running: self.worker.is_some(),
-            frontend: FrontendState::parse(fe.as_deref()),
+            frontend: if self.domain_gone { FrontendState::Missing } else { FrontendState::parse(fe.as_deref()) },
             // Only an explicit `0` detaches (the toolstack writes `1` at attach).
             online: online.as_deref().map(str::trim) != Some("0"),
             hotplug: Hotplug::from_nodes(script, hotplug.as_deref()),
@@ -195,6 +199,7 @@ impl Vif {
 
     /// `@releaseDomain` and the domain is gone: stop, Closed.
     pub fn domain_gone<G>(&mut self, ctx: &Ctx<'_, G>) {
+        self.domain_gone = true;
         if self.worker.is_some() || self.ours != XenbusState::Closed {
             tracing::info!("{}: domain {} is gone", self.id, self.id.domid);
             self.stop_worker();
