@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod domain_cmd;
 mod sim;
 mod table;
 
@@ -35,6 +36,9 @@ enum Command {
     Detach(commands::DetachArgs),
     /// Every vif with its xenbus states, and the daemon's counters when it answers.
     List,
+    /// Create or destroy a guest domain on the simulated host.
+    #[command(subcommand)]
+    Domain(domain_cmd::DomainCommand),
     /// Run a simulated host with the netback daemon and guests sending each other
     /// traffic, and report per-vif counters and throughput.
     Sim(sim::SimArgs),
@@ -57,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = commands::sim_dir(dir)?;
             commands::list(&commands::connect(dir)?, dir)
         }
+        Command::Domain(cmd) => domain_cmd::run(commands::sim_dir(dir)?, cmd),
         Command::Sim(args) => sim::run_host(args),
         Command::SimNetback => sim::roles::run_netback(commands::sim_dir(dir)?),
         Command::SimGuest(args) => sim::roles::run_guest(args),

@@ -98,3 +98,28 @@ fn attach_list_detach_through_the_binary() {
     assert!(!missing.status.success() && stderr(&missing).contains("does not exist"), "{}", stderr(&missing));
     assert!(ok(nbctl(dir, &["list"])).contains("no vifs"));
 }
+
+#[test]
+fn domain_create_and_destroy_play_the_toolstack() {
+    let host = SimHost::start_temp().expect("sim host");
+    let xs = host.toolstack();
+    let out = ok(nbctl(Some(host.dir()), &["domain", "create", "alice"]));
+    let line = out.trim();
+    let prefix = format!("export {}={} {}=", simhost::ENV_SIM_DIR, host.dir().display(), simhost::ENV_SIM_TOKEN);
+    assert!(line.starts_with(&prefix) && line.len() > prefix.len(), "{line}");
+    // The first guest domain of a fresh host is 1; the toolstack's layout and introduction are done.
+    assert_eq!(xs.read_string("/local/domain/1/name").expect("name"), "alice");
+    assert!(xs.is_domain_introduced(1).expect("introduced?"));
+    // The printed token lets a process join as that domain.
+    let token: grant::sim::SimToken = line[prefix.len()..].parse().expect("token");
+    let guest = simhost::join(host.dir(), grant::sim::Credentials::Guest { token }).expect("join as the guest");
+    assert_eq!(guest.domid(), 1);
+    drop(guest);
+
+    // The guest's process exited, so the domain is dead; destroy still cleans up xenstore.
+    let out = ok(nbctl(Some(host.dir()), &["domain", "destroy", "1"]));
+    assert!(out.contains("domain 1"), "{out}");
+    assert!(!xs.exists("/local/domain/1").expect("exists"));
+    let again = nbctl(Some(host.dir()), &["domain", "destroy", "1"]);
+    assert!(!again.status.success() && stderr(&again).contains("no domain 1"), "{}", stderr(&again));
+}

@@ -2,7 +2,6 @@
 
 use std::process::Command;
 
-// needs the daemon (merge of wt-daemon + wt-datapath)
 #[test]
 fn nbctl_sim_moves_traffic_between_three_guests_and_shuts_down_cleanly() {
     let out = Command::new(env!("CARGO_BIN_EXE_nbctl"))

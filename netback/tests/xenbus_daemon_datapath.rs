@@ -1,8 +1,5 @@
 //! The daemon with real guests (the netfront-test library in a thread, as its own domain):
 //! connecting, the hotplug gate, a bad grant, close/reconnect and domain destruction.
-//!
-//! Every test here needs the vif data path (merge of wt-datapath): `Datapath::connect` and
-//! `spawn` must map the rings and run the worker.
 
 mod daemon_common;
 
@@ -29,7 +26,6 @@ fn join(guest: JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
     guest.join().map_err(|_| anyhow::anyhow!("guest thread panicked"))?
 }
 
-// needs the vif data path (merge of wt-datapath)
 #[test]
 fn a_real_guest_connects_and_disconnects() -> anyhow::Result<()> {
     let h = Harness::start()?;
@@ -51,7 +47,6 @@ fn a_real_guest_connects_and_disconnects() -> anyhow::Result<()> {
     Ok(())
 }
 
-// needs the vif data path (merge of wt-datapath)
 #[test]
 fn the_hotplug_gate_holds_connected_until_the_script_reports() -> anyhow::Result<()> {
     let h = Harness::start()?;
@@ -68,7 +63,6 @@ fn the_hotplug_gate_holds_connected_until_the_script_reports() -> anyhow::Result
     Ok(())
 }
 
-// needs the vif data path (merge of wt-datapath)
 #[test]
 fn an_ungranted_ring_ref_disables_the_vif() -> anyhow::Result<()> {
     let h = Harness::start()?;
@@ -90,7 +84,6 @@ fn an_ungranted_ring_ref_disables_the_vif() -> anyhow::Result<()> {
     Ok(())
 }
 
-// needs the vif data path (merge of wt-datapath)
 #[test]
 fn a_frontend_can_close_and_reconnect() -> anyhow::Result<()> {
     let h = Harness::start()?;
@@ -108,7 +101,6 @@ fn a_frontend_can_close_and_reconnect() -> anyhow::Result<()> {
     Ok(())
 }
 
-// needs the vif data path (merge of wt-datapath)
 #[test]
 fn a_destroyed_guest_closes_its_vif() -> anyhow::Result<()> {
     let h = Harness::start()?;

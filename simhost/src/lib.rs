@@ -219,24 +219,7 @@ impl SimHost {
     /// the domain to xenstored (`@introduceDomain`), as libxl does while building it.
     pub fn create_domain(&self, name: &str, config: DomainConfig) -> Result<GuestSpec, SimHostError> {
         let (domid, token) = self.hypervisor().create_domain(config).map_err(SimHostError::CreateDomain)?;
-        let layout = || -> Result<(), XsError> {
-            self.toolstack.transaction(|tx| {
-                let home = format!("/local/domain/{domid}");
-                let read_only = [Perm { domid: 0, access: Access::None }, Perm { domid, access: Access::Read }];
-                let guest_owned = [Perm { domid, access: Access::None }];
-                tx.mkdir(&home)?;
-                tx.set_perms(&home, &read_only)?;
-                tx.write(&format!("{home}/name"), name)?;
-                tx.write(&format!("{home}/domid"), domid.to_string())?;
-                for dir in ["device", "data", "control", "error"] {
-                    let path = format!("{home}/{dir}");
-                    tx.mkdir(&path)?;
-                    tx.set_perms(&path, &guest_owned)?;
-                }
-                Ok(())
-            })
-        };
-        if let Err(source) = layout() {
+        if let Err(source) = write_domain_layout(&self.toolstack, domid, name) {
             let _ = self.hypervisor().destroy_domain(domid);
             return Err(SimHostError::Layout { domid, source });
         }
@@ -285,6 +268,27 @@ impl Session {
     pub fn domid(&self) -> DomId {
         self.domain.domid()
     }
+}
+
+/// Writes `/local/domain/<domid>` as libxl does for a new domain: dom0-owned and readable
+/// by the guest, with `name` and `domid`, and the guest-owned `device`, `data`, `control`
+/// and `error` directories. One transaction.
+pub fn write_domain_layout(toolstack: &Client, domid: DomId, name: &str) -> Result<(), XsError> {
+    toolstack.transaction(|tx| {
+        let home = format!("/local/domain/{domid}");
+        let read_only = [Perm { domid: 0, access: Access::None }, Perm { domid, access: Access::Read }];
+        let guest_owned = [Perm { domid, access: Access::None }];
+        tx.mkdir(&home)?;
+        tx.set_perms(&home, &read_only)?;
+        tx.write(&format!("{home}/name"), name)?;
+        tx.write(&format!("{home}/domid"), domid.to_string())?;
+        for dir in ["device", "data", "control", "error"] {
+            let path = format!("{home}/{dir}");
+            tx.mkdir(&path)?;
+            tx.set_perms(&path, &guest_owned)?;
+        }
+        Ok(())
+    })
 }
 
 /// Joins the host in `dir` as `who`.
