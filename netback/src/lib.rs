@@ -5,6 +5,7 @@
 pub mod control;
 pub mod daemon;
 pub mod frame;
+pub mod offload;
 pub mod port;
 pub mod switch;
 pub mod vif;

@@ -54,7 +54,7 @@ impl Args {
                 mac_aging: Duration::from_secs(self.mac_aging_secs),
                 ..SwitchConfig::default()
             },
-            datapath: DatapathConfig { tx_batch: self.tx_batch, rx_batch: self.rx_batch },
+            datapath: DatapathConfig { tx_batch: self.tx_batch, rx_batch: self.rx_batch, ..DatapathConfig::default() },
             control_socket: Some(
                 self.control.clone().unwrap_or_else(|| sim_dir.join(netback::control::SIM_SOCKET_NAME)),
             ),

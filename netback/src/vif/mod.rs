@@ -67,6 +67,40 @@ pub struct RingParams {
     pub event_channels: EventChannelSpec,
 }
 
+/// What the frontend said it can do (`feature-*` keys of its directory), which decides how
+/// frames are delivered to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FrontendFeatures {
+    /// `feature-sg`: takes multi-slot RX frames (and may send multi-slot TX frames).
+    pub sg: bool,
+    /// `feature-gso-tcpv4`: takes TCPv4 GSO frames with a GSO extra.
+    pub gso_tcpv4: bool,
+    /// `feature-gso-tcpv6`: takes TCPv6 GSO frames.
+    pub gso_tcpv6: bool,
+    /// Not `feature-no-csum-offload`: takes IPv4 frames with a blank checksum (on unless
+    /// the frontend says otherwise, as netif.h specifies).
+    pub csum_offload: bool,
+    /// `feature-ipv6-csum-offload`: takes IPv6 frames with a blank checksum (off unless said).
+    pub ipv6_csum_offload: bool,
+    /// `feature-rx-notify`: the frontend notifies when it posts RX buffers.
+    pub rx_notify: bool,
+}
+
+impl Default for FrontendFeatures {
+    /// netif.h's defaults for keys that are absent: no SG, no GSO, IPv4 checksum offload on,
+    /// IPv6 checksum offload off.
+    fn default() -> Self {
+        Self {
+            sg: false,
+            gso_tcpv4: false,
+            gso_tcpv6: false,
+            csum_offload: true,
+            ipv6_csum_offload: false,
+            rx_notify: false,
+        }
+    }
+}
+
 /// Tunables of one vif's data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatapathConfig {
@@ -74,11 +108,13 @@ pub struct DatapathConfig {
     pub tx_batch: usize,
     /// Most frames delivered into posted RX buffers per grant-copy batch.
     pub rx_batch: usize,
+    /// What the frontend negotiated.
+    pub features: FrontendFeatures,
 }
 
 impl Default for DatapathConfig {
-    /// Batches of 64, as Linux netback's grant-copy batches.
+    /// Batches of 64, as Linux netback's grant-copy batches; netif.h's default features.
     fn default() -> Self {
-        Self { tx_batch: 64, rx_batch: 64 }
+        Self { tx_batch: 64, rx_batch: 64, features: FrontendFeatures::default() }
     }
 }
