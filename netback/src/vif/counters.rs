@@ -32,7 +32,8 @@ counters! {
     /// Bytes of those frames.
     tx_bytes,
     /// TX frames answered `NETIF_RSP_ERROR` because the request was invalid (offset + size
-    /// beyond the page, shorter than an Ethernet header, an unsupported chain or extra).
+    /// beyond the page, shorter than an Ethernet header, a chain of 18 or 19 slots, a
+    /// follow-on slot larger than the rest of the packet, an unsupported extra).
     tx_dropped_bad_request,
     /// TX frames whose grant copy failed (the frontend's grant was bad).
     tx_dropped_copy_failed,
@@ -42,10 +43,26 @@ counters! {
     rx_packets,
     /// Bytes of those frames.
     rx_bytes,
-    /// Frames for the guest dropped because they do not fit one RX buffer.
+    /// Frames for the guest dropped because they need several RX buffers and the guest has
+    /// no `feature-sg`, or are longer than 64 KiB.
     rx_dropped_too_big,
     /// Frames for the guest whose grant copy into its RX buffer failed.
     rx_dropped_copy_failed,
+    /// Frames for the guest dropped because a software offload (checksum fill-in or
+    /// segmentation) could not parse their headers.
+    rx_dropped_offload,
+    /// TX frames accepted from a `more_data` chain of two or more slots.
+    tx_sg_frames,
+    /// TX frames accepted with a GSO extra (super-frames).
+    tx_gso_frames,
+    /// Frames written into two or more of the guest's RX buffers.
+    rx_sg_frames,
+    /// Frames delivered to the guest with a GSO extra.
+    rx_gso_frames,
+    /// Checksums filled in software for a guest that cannot take a blank one.
+    sw_checksums,
+    /// GSO super-frames segmented in software for a guest that cannot take them.
+    sw_segmentations,
     /// Events received from the frontend (taken from the event channel(s)).
     notifications_in,
     /// Events sent to the frontend.
@@ -71,5 +88,6 @@ impl VifStats {
             + self.tx_dropped_uplink
             + self.rx_dropped_too_big
             + self.rx_dropped_copy_failed
+            + self.rx_dropped_offload
     }
 }

@@ -1,19 +1,20 @@
 //! TX: guest → uplink, following Linux netback's policy (`netif.md` §1.6).
 //!
 //! One drain takes at most `tx_batch` packets off the ring, copies every accepted packet into
-//! a local buffer with ONE grant-copy batch, answers every consumed slot in ring order, and
-//! hands the good frames to the uplink. Scatter-gather and GSO are not negotiated yet:
-//! chains and extras are consumed and answered `NETIF_RSP_ERROR` (the packet is dropped),
-//! but the parsing keeps their slots apart so multi-slot frames can be added.
+//! a local buffer with ONE grant-copy batch (one segment per slot, each slot's bytes at its
+//! place in one contiguous frame), answers every consumed slot in ring order, and hands the
+//! good frames to the uplink whole: a GSO super-frame stays one frame, and is segmented (or
+//! its checksum filled) only on delivery to a guest that needs it.
 
 use grant::{CopyPtr, CopySegment, DomId, GrantOps};
 use netif::abi::{NETIF_RSP_ERROR, NETIF_RSP_NULL, NETIF_RSP_OKAY, NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED};
-use netif::{BackRing, RingMemory, TxRequest, TxResponse, TxRing};
+use netif::abi::{XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6};
+use netif::{BackRing, ExtraInfo, RingMemory, TxResponse, TxRing};
 use vm_memory::VolatileSlice;
 
-use super::tx_parse::{Parsed, TxPacket, parse};
+use super::tx_parse::{LEGACY_SLOTS_MAX, Parsed, TxPacket, parse};
 use super::{DatapathError, VifCounters};
-use crate::frame::{ETH_HLEN, Frame, Offload};
+use crate::frame::{ETH_HLEN, Frame, Gso, GsoKind, Offload};
 use crate::port::{TransmitOutcome, Uplink};
 
 /// The response a consumed slot gets, planned in ring order.
@@ -21,15 +22,33 @@ use crate::port::{TransmitOutcome, Uplink};
 enum Answer {
     /// A status known without copying.
     Status(u16, i16),
-    /// OKAY or ERROR depending on the copy of `frames[index]`.
-    Frame(u16, usize),
+    /// OKAY or ERROR depending on copy segment `index` of the batch (Linux answers each
+    /// slot by its own copy's status, even when another slot of the packet failed).
+    Copy(u16, usize),
+}
+
+/// One slot's share of a frame: `len` bytes at `offset` of `gref`, copied to the frame's
+/// next `len` bytes (the slots of a frame are contiguous, in ring order).
+#[derive(Debug, Clone, Copy)]
+struct SlotCopy {
+    gref: u32,
+    offset: u16,
+    len: u16,
 }
 
 /// A frame whose bytes are being copied in.
 #[derive(Debug)]
 struct Pending {
-    req: TxRequest,
+    id: u16,
+    slots: Vec<SlotCopy>,
     buf: Vec<u8>,
+    offload: Offload,
+}
+
+/// The GSO kind of a type `tx_parse` accepted (TCPv4 or TCPv6).
+fn gso_kind(gso_type: u8) -> GsoKind {
+    debug_assert!(gso_type == XEN_NETIF_GSO_TYPE_TCPV4 || gso_type == XEN_NETIF_GSO_TYPE_TCPV6);
+    if gso_type == XEN_NETIF_GSO_TYPE_TCPV6 { GsoKind::TcpV6 } else { GsoKind::TcpV4 }
 }
 
 /// What a drain needs besides the ring.
@@ -53,6 +72,8 @@ pub(super) struct TxPath {
     stalled: u32,
     answers: Vec<Answer>,
     frames: Vec<Pending>,
+    /// Copy segments planned for `frames` (one per data slot).
+    segments: usize,
 }
 
 impl TxPath {
@@ -68,6 +89,7 @@ impl TxPath {
         self.stalled = 0;
         self.answers.clear();
         self.frames.clear();
+        self.segments = 0;
         let mut packets = 0;
         let mut more = false;
         while packets < ctx.batch {
@@ -114,30 +136,53 @@ impl TxPath {
 
     /// Plans the answers of one consumed packet, and its copy if it is acceptable.
     fn plan(&mut self, p: TxPacket, counters: &VifCounters) {
-        let reason = if !p.extras.is_empty() {
-            Some("extra info (no GSO, multicast control or hash negotiated)")
+        let gso = p.extras.iter().rev().find_map(|e| match e.info {
+            ExtraInfo::Gso { size, gso_type, .. } => Some(Gso { kind: gso_kind(gso_type), size }),
+            _ => None,
+        });
+        let chain = 1 + p.frags.len();
+        let reason = if p.extras.iter().any(|e| !matches!(e.info, ExtraInfo::Gso { .. })) {
+            Some("extra info other than GSO (no multicast control or hash negotiated)")
+        } else if chain >= LEGACY_SLOTS_MAX {
+            Some("more_data chain of 18 or 19 slots")
         } else if p.first_len.is_none() {
             Some("follow-on slots larger than the packet")
-        } else if !p.frags.is_empty() {
-            Some("more_data chain (scatter-gather not negotiated)")
         } else if usize::from(p.first.size) < ETH_HLEN {
             Some("shorter than an Ethernet header")
         } else {
             None
         };
-        if let Some(reason) = reason {
-            tracing::debug!(id = p.first.id, size = p.first.size, slots = p.slots(), reason, "TX packet dropped");
-            VifCounters::add(&counters.tx_dropped_bad_request, 1);
-            // Linux xenvif_tx_err: ERROR for the first slot, NULL for its extras, ERROR for
-            // every follow-on slot.
-            self.answers.push(Answer::Status(p.first.id, NETIF_RSP_ERROR));
-        } else {
-            self.answers.push(Answer::Frame(p.first.id, self.frames.len()));
-            self.frames.push(Pending { req: p.first, buf: vec![0; usize::from(p.first.size)] });
-        }
-        let extras = p.extras.iter().map(|_| Answer::Status(p.first.id, NETIF_RSP_NULL));
-        let frags = p.frags.iter().map(|f| Answer::Status(f.id, NETIF_RSP_ERROR));
-        self.answers.extend(extras.chain(frags));
+        let first_len = match (reason, p.first_len) {
+            (None, Some(len)) => len,
+            _ => {
+                tracing::debug!(id = p.first.id, size = p.first.size, slots = p.slots(), reason, "TX packet dropped");
+                VifCounters::add(&counters.tx_dropped_bad_request, 1);
+                // Linux xenvif_tx_err: ERROR for the first slot, NULL for its extras, ERROR
+                // for every follow-on slot.
+                self.answers.push(Answer::Status(p.first.id, NETIF_RSP_ERROR));
+                let extras = p.extras.iter().map(|_| Answer::Status(p.first.id, NETIF_RSP_NULL));
+                let frags = p.frags.iter().map(|f| Answer::Status(f.id, NETIF_RSP_ERROR));
+                self.answers.extend(extras.chain(frags));
+                return;
+            }
+        };
+        let flags = p.first.flags;
+        let offload = Offload {
+            // A GSO frame's checksum is partial whatever the frontend said (Linux forces
+            // CHECKSUM_PARTIAL and fixes the checksum up).
+            csum_blank: flags & NETTXF_CSUM_BLANK != 0 || gso.is_some(),
+            data_validated: flags & NETTXF_DATA_VALIDATED != 0,
+            gso,
+        };
+        let first = SlotCopy { gref: p.first.gref, offset: p.first.offset, len: first_len };
+        let rest = p.frags.iter().map(|f| SlotCopy { gref: f.gref, offset: f.offset, len: f.size });
+        let slots: Vec<SlotCopy> = std::iter::once(first).chain(rest).collect();
+        self.answers.push(Answer::Copy(p.first.id, self.segments));
+        self.answers.extend(p.extras.iter().map(|_| Answer::Status(p.first.id, NETIF_RSP_NULL)));
+        self.answers.extend(p.frags.iter().enumerate().map(|(i, f)| Answer::Copy(f.id, self.segments + 1 + i)));
+        self.segments += slots.len();
+        let buf = vec![0; usize::from(p.first.size)];
+        self.frames.push(Pending { id: p.first.id, slots, buf, offload });
     }
 
     /// One grant-copy batch for the planned frames, then one response per consumed slot in
@@ -147,16 +192,18 @@ impl TxPath {
         ring: &mut BackRing<TxRing, M>,
         ctx: &TxContext<'_, G, U>,
     ) -> Result<(), DatapathError> {
-        let mut copied = Vec::with_capacity(self.frames.len());
+        let mut copied = Vec::with_capacity(self.segments);
         if !self.frames.is_empty() {
-            let mut segs: Vec<CopySegment<'_>> = self
-                .frames
-                .iter_mut()
-                .map(|f| {
-                    let src = CopyPtr::Grant { domid: ctx.domid, gref: f.req.gref, offset: f.req.offset };
-                    CopySegment::new(src, CopyPtr::Local(VolatileSlice::from(&mut f.buf[..])), f.req.size)
-                })
-                .collect();
+            let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.segments);
+            for frame in &mut self.frames {
+                let mut rest = &mut frame.buf[..];
+                for slot in &frame.slots {
+                    let (dst, tail) = rest.split_at_mut(usize::from(slot.len));
+                    rest = tail;
+                    let src = CopyPtr::Grant { domid: ctx.domid, gref: slot.gref, offset: slot.offset };
+                    segs.push(CopySegment::new(src, CopyPtr::Local(VolatileSlice::from(dst)), slot.len));
+                }
+            }
             ctx.grants.copy(&mut segs).map_err(DatapathError::GrantCopy)?;
             VifCounters::add(&ctx.counters.copy_batches, 1);
             VifCounters::add(&ctx.counters.copy_segments, segs.len() as u64);
@@ -167,29 +214,33 @@ impl TxPath {
         for answer in &self.answers {
             let (id, status) = match *answer {
                 Answer::Status(id, status) => (id, status),
-                Answer::Frame(id, i) if copied[i] => (id, NETIF_RSP_OKAY),
-                Answer::Frame(id, _) => (id, NETIF_RSP_ERROR),
+                Answer::Copy(id, i) if copied[i] => (id, NETIF_RSP_OKAY),
+                Answer::Copy(id, _) => (id, NETIF_RSP_ERROR),
             };
             ring.push_response(TxResponse { id, status })
                 .map_err(|source| DatapathError::Ring { ring: "TX", source })?;
         }
 
-        for (pending, ok) in self.frames.drain(..).zip(copied) {
+        let mut segments = copied.into_iter();
+        for pending in self.frames.drain(..) {
+            // Every slot's segment must have succeeded (consume them all either way).
+            let ok = segments.by_ref().take(pending.slots.len()).fold(true, |all, ok| all && ok);
             if !ok {
-                tracing::debug!(gref = pending.req.gref, id = pending.req.id, "TX grant copy failed");
+                tracing::debug!(id = pending.id, slots = pending.slots.len(), "TX grant copy failed");
                 VifCounters::add(&ctx.counters.tx_dropped_copy_failed, 1);
                 continue;
             }
-            let flags = pending.req.flags;
-            let offload = Offload {
-                csum_blank: flags & NETTXF_CSUM_BLANK != 0,
-                data_validated: flags & NETTXF_DATA_VALIDATED != 0,
-                gso: None,
-            };
             let len = pending.buf.len() as u64;
             VifCounters::add(&ctx.counters.tx_packets, 1);
             VifCounters::add(&ctx.counters.tx_bytes, len);
-            if let TransmitOutcome::Dropped(reason) = ctx.uplink.transmit(Frame::with_offload(pending.buf, offload)) {
+            if pending.slots.len() > 1 {
+                VifCounters::add(&ctx.counters.tx_sg_frames, 1);
+            }
+            if pending.offload.gso.is_some() {
+                VifCounters::add(&ctx.counters.tx_gso_frames, 1);
+            }
+            let frame = Frame::with_offload(pending.buf, pending.offload);
+            if let TransmitOutcome::Dropped(reason) = ctx.uplink.transmit(frame) {
                 tracing::debug!(?reason, len, "uplink dropped a TX frame");
                 VifCounters::add(&ctx.counters.tx_dropped_uplink, 1);
             }

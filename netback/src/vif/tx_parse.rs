@@ -6,13 +6,17 @@
 //! the whole packet is present, so a packet is never half-consumed.
 
 use grant::PAGE_SIZE;
-use netif::abi::{NETTXF_EXTRA_INFO, NETTXF_MORE_DATA};
-use netif::{BackRing, Extra, NetifExtraInfo, RingKind, RingMemory, TxRequest, TxRing};
+use netif::abi::{NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6};
+use netif::{BackRing, Extra, ExtraInfo, NetifExtraInfo, RingKind, RingMemory, TxRequest, TxRing};
 
 use super::DatapathError;
 
 /// Linux's `fatal_skb_slots`: a `more_data` chain of this many slots (or more) is an attack.
 pub(super) const FATAL_SKB_SLOTS: usize = 20;
+
+/// Linux's `XEN_NETBK_LEGACY_SLOTS_MAX` (`XEN_NETIF_NR_SLOTS_MIN`): a chain of this many
+/// slots (up to [`FATAL_SKB_SLOTS`]) is answered ERROR and dropped.
+pub(super) const LEGACY_SLOTS_MAX: usize = 18;
 
 /// One packet's slots, in ring order: `first`, then `extras`, then `frags`.
 #[derive(Debug)]
@@ -68,11 +72,25 @@ fn check_in_page(what: &str, offset: u16, len: u16) -> Result<(), DatapathError>
     Ok(())
 }
 
+/// Linux `xenvif_set_skb_gso`: a GSO extra with an MSS of 0 or an unknown type is fatal.
+fn check_gso(extra: &Extra) -> Result<(), DatapathError> {
+    if let ExtraInfo::Gso { size, gso_type, .. } = extra.info {
+        if size == 0 {
+            return Err(protocol("GSO extra with size 0".into()));
+        }
+        if gso_type != XEN_NETIF_GSO_TYPE_TCPV4 && gso_type != XEN_NETIF_GSO_TYPE_TCPV6 {
+            return Err(protocol(format!("GSO extra of unknown type {gso_type}")));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the packet at `req_cons` without consuming anything.
 ///
 /// # Errors
-/// Fatal protocol violations: a slot crossing its page, an extra of type 0 or ≥ MAX, a chain
-/// of [`FATAL_SKB_SLOTS`] or more, a packet longer than the ring; ring index errors.
+/// Fatal protocol violations: a slot crossing its page, an extra of type 0 or ≥ MAX, a GSO
+/// extra of size 0 or unknown type, a chain of [`FATAL_SKB_SLOTS`] or more, a packet longer
+/// than the ring; ring index errors.
 pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed, DatapathError> {
     let Some(first) = ring.peek_request(0).map_err(ring_err)? else { return Ok(Parsed::Empty) };
     // The frontend can produce at most this many requests past req_cons until we answer
@@ -97,6 +115,7 @@ pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed,
             };
             ahead += 1;
             let extra = Extra::decode(&raw).map_err(|e| protocol(format!("extra info slot: {e}")))?;
+            check_gso(&extra)?;
             extras.push(extra);
             if !extra.more {
                 break;
@@ -130,7 +149,7 @@ pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed,
 mod tests {
     use super::*;
     use netif::FrontRing;
-    use netif::abi::{ExtraInfo, XEN_NETIF_EXTRA_FLAG_MORE};
+    use netif::abi::XEN_NETIF_EXTRA_FLAG_MORE;
     use vm_memory::MmapRegion;
 
     fn rings() -> (FrontRing<TxRing, std::sync::Arc<MmapRegion>>, BackRing<TxRing, std::sync::Arc<MmapRegion>>) {
@@ -206,6 +225,16 @@ mod tests {
         let zero = NetifExtraInfo { ty: 0, flags: XEN_NETIF_EXTRA_FLAG_MORE, u: [0; 6] };
         push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), TxRequest::from(zero)]);
         assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))));
+    }
+
+    #[test]
+    fn bad_gso_extras_are_fatal() {
+        for (size, gso_type) in [(0, 1), (1400, 0), (1400, 3)] {
+            let (mut front, back) = rings();
+            let gso = Extra { info: ExtraInfo::Gso { size, gso_type, features: 0 }, more: false };
+            push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), gso.to_tx_request()]);
+            assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))), "{size} {gso_type}");
+        }
     }
 
     #[test]
