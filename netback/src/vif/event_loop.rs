@@ -156,7 +156,14 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
             let (grants, uplink, counters) = (&self.grants, &self.uplink, &*self.counters);
             let tx_ctx = TxContext { grants, domid, uplink, counters, batch: self.config.tx_batch.max(1) };
             let tx_more = self.tx_path.drain(&mut self.tx, &tx_ctx)?;
-            let rx_ctx = RxContext { grants, domid, uplink, counters, batch: self.config.rx_batch.max(1) };
+            let rx_ctx = RxContext {
+                grants,
+                domid,
+                uplink,
+                counters,
+                batch: self.config.rx_batch.max(1),
+                features: self.config.features,
+            };
             let rx_more = self.rx_path.deliver(&mut self.rx, &rx_ctx)?;
             self.push_and_notify()?;
             busy = tx_more || rx_more || self.rearm()?;
@@ -201,9 +208,9 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     /// else disarms it and arms the RX event. True if work showed up meanwhile.
     fn rearm(&mut self) -> Result<bool, DatapathError> {
         let tx_work = self.tx_path.final_check(&mut self.tx);
-        let posted = self.rx.unconsumed_requests() > 0;
+        let posted = self.rx_path.can_deliver(&self.rx);
         self.arm_uplink(posted)?;
-        let rx_work = !posted && self.rx.final_check_for_requests();
+        let rx_work = !posted && self.rx_path.final_check(&mut self.rx);
         Ok(tx_work || rx_work)
     }
 

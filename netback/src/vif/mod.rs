@@ -13,6 +13,7 @@ mod connect;
 mod counters;
 mod event_loop;
 mod rx;
+mod rx_prepare;
 mod tx;
 mod tx_parse;
 mod worker;

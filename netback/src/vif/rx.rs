@@ -1,16 +1,25 @@
-//! RX: uplink → guest. Each frame fills one posted RX buffer (one slot, no `more_data`),
-//! with one grant-copy batch per `rx_batch` frames.
+//! RX: uplink → guest. A frame fills as many posted RX buffers as it has started pages
+//! (`NETRXF_more_data` on all but the last), with its GSO extra right after the first data
+//! slot; each response goes in the ring slot of the request it answers. One grant-copy batch
+//! per `rx_batch` frames (a multi-slot frame contributes one segment per slot).
 //!
-//! A frame is popped from the uplink only while the RX ring has an unconsumed request, so a
-//! guest that posts no buffers leaves its frames in the (bounded) uplink queue.
+//! How a frame is delivered (as is, segmented, checksum filled, dropped) is decided from the
+//! receiver's features by [`prepare`]. A frame is taken only once the ring holds all the
+//! requests it needs, never partially; until then it waits here and the RX event is armed
+//! for that many requests ([`RxPath::final_check`]). A frame is popped from the uplink only
+//! while the RX ring has an unconsumed request and nothing waits here, so a guest that posts
+//! no buffers leaves its frames in the (bounded) uplink queue.
 
 use grant::{CopyPtr, CopySegment, DomId, GrantOps, PAGE_SIZE};
-use netif::abi::{NETIF_RSP_ERROR, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED};
-use netif::{BackRing, RingMemory, RxRequest, RxResponse, RxRing};
+use netif::abi::{NETIF_RSP_ERROR, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA};
+use netif::abi::{XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6};
+use netif::{BackRing, Extra, ExtraInfo, RingMemory, RxRequest, RxResponse, RxRing};
+use std::collections::VecDeque;
 use vm_memory::VolatileSlice;
 
-use super::{DatapathError, VifCounters};
-use crate::frame::{Frame, Offload};
+use super::rx_prepare::{Ready, prepare};
+use super::{DatapathError, FrontendFeatures, VifCounters};
+use crate::frame::{Gso, GsoKind};
 use crate::port::Uplink;
 
 /// What a delivery needs besides the ring.
@@ -21,30 +30,54 @@ pub(super) struct RxContext<'a, G, U> {
     pub uplink: &'a U,
     pub counters: &'a VifCounters,
     pub batch: usize,
+    /// The receiving frontend's features.
+    pub features: FrontendFeatures,
 }
 
-/// The `NETRXF_*` flags of a frame (Linux `xenvif_rx_data_slot`).
-fn rx_flags(offload: &Offload) -> u16 {
-    if offload.csum_blank {
-        NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
-    } else if offload.data_validated {
-        NETRXF_DATA_VALIDATED
-    } else {
-        0
-    }
+/// The response image of a GSO extra.
+fn gso_extra(gso: Gso) -> RxResponse {
+    let gso_type = match gso.kind {
+        GsoKind::TcpV4 => XEN_NETIF_GSO_TYPE_TCPV4,
+        GsoKind::TcpV6 => XEN_NETIF_GSO_TYPE_TCPV6,
+    };
+    Extra { info: ExtraInfo::Gso { size: gso.size, gso_type, features: 0 }, more: false }.to_rx_response()
 }
 
-/// RX scratch space kept between deliveries.
+/// RX state kept between deliveries.
 ///
-/// Invariant: `batch[i]` was popped from the uplink and `slots[i]` consumed from the ring for
-/// it; both are emptied (every slot answered) before `deliver` returns.
+/// Invariants: `waiting` holds frames popped from the uplink and prepared, not yet taken;
+/// `taken[i]` consumed `taken[i].slots()` requests, in order, into `reqs`. `taken` and `reqs`
+/// are emptied (every consumed request answered) before `deliver` returns.
 #[derive(Debug, Default)]
 pub(super) struct RxPath {
-    frames: Vec<Frame>,
-    slots: Vec<RxRequest>,
+    waiting: VecDeque<Ready>,
+    taken: Vec<Ready>,
+    reqs: Vec<RxRequest>,
 }
 
 impl RxPath {
+    /// Requests the next frame needs before it can be taken (1 if none waits: one request
+    /// is enough to pop a frame and look at it).
+    pub fn needed(&self) -> u32 {
+        self.waiting.front().map_or(1, Ready::slots)
+    }
+
+    /// True if the ring holds enough unconsumed requests for the next frame.
+    pub fn can_deliver<M: RingMemory>(&self, ring: &BackRing<RxRing, M>) -> bool {
+        ring.unconsumed_requests() >= self.needed()
+    }
+
+    /// Before sleeping: true if the next frame can be taken now; otherwise sets `req_event`
+    /// so the frontend notifies once it has posted enough requests for it (as Linux's
+    /// `xenvif_rx_ring_slots_available`), and checks again.
+    pub fn final_check<M: RingMemory>(&self, ring: &mut BackRing<RxRing, M>) -> bool {
+        if self.can_deliver(ring) {
+            return true;
+        }
+        ring.set_req_event(ring.req_cons().wrapping_add(self.needed()));
+        self.can_deliver(ring)
+    }
+
     /// Delivers up to `ctx.batch` frames into posted buffers. Returns true if more work may
     /// be ready right away (the batch was full).
     ///
@@ -56,26 +89,36 @@ impl RxPath {
         ctx: &RxContext<'_, G, U>,
     ) -> Result<bool, DatapathError> {
         let ring_err = |source| DatapathError::Ring { ring: "RX", source };
-        let mut popped = 0;
-        while popped < ctx.batch && ring.unconsumed_requests() > 0 {
-            let Some(frame) = ctx.uplink.pop() else { break };
-            popped += 1;
-            if frame.len() > PAGE_SIZE {
-                tracing::debug!(len = frame.len(), "RX frame larger than one buffer dropped");
-                VifCounters::add(&ctx.counters.rx_dropped_too_big, 1);
+        let (mut popped, mut taken) = (0, 0);
+        while taken < ctx.batch && popped < ctx.batch {
+            let Some(next) = self.waiting.front() else {
+                if ring.unconsumed_requests() == 0 {
+                    break;
+                }
+                let Some(frame) = ctx.uplink.pop() else { break };
+                popped += 1;
+                prepare(frame, &ctx.features, ctx.counters, &mut self.waiting);
                 continue;
-            }
-            // unconsumed_requests() > 0, so only a req_prod moving back can make this None.
-            let Some(req) = ring.next_request().map_err(ring_err)? else {
-                return Err(DatapathError::RxProtocol("req_prod moved backwards".into()));
             };
-            self.frames.push(frame);
-            self.slots.push(req);
+            let need = next.slots();
+            if ring.unconsumed_requests() < need {
+                tracing::debug!(need, have = ring.unconsumed_requests(), "RX frame waits for buffers");
+                break;
+            }
+            for _ in 0..need {
+                // unconsumed_requests() >= need, so only a req_prod moving back can fail.
+                let Some(req) = ring.next_request().map_err(ring_err)? else {
+                    return Err(DatapathError::RxProtocol("req_prod moved backwards".into()));
+                };
+                self.reqs.push(req);
+            }
+            self.taken.extend(self.waiting.pop_front());
+            taken += 1;
         }
-        if !self.frames.is_empty() {
+        if !self.taken.is_empty() {
             self.copy_and_answer(ring, ctx)?;
         }
-        Ok(popped == ctx.batch)
+        Ok(taken == ctx.batch || popped == ctx.batch)
     }
 
     fn copy_and_answer<G: GrantOps, U: Uplink, M: RingMemory>(
@@ -84,50 +127,68 @@ impl RxPath {
         ctx: &RxContext<'_, G, U>,
     ) -> Result<(), DatapathError> {
         let copied: Vec<bool> = {
-            let mut segs: Vec<CopySegment<'_>> = self
-                .frames
-                .iter_mut()
-                .zip(&self.slots)
-                .map(|(frame, req)| {
-                    // len <= PAGE_SIZE was checked when the frame was popped.
-                    let len = frame.len() as u16;
+            let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.reqs.len());
+            let mut reqs = self.reqs.iter();
+            for frame in &mut self.taken {
+                let extra = frame.gso.is_some();
+                let single = frame.data_slots() == 1;
+                for (i, chunk) in frame.data.chunks_mut(PAGE_SIZE).enumerate() {
+                    // The GSO extra takes the request after the first data slot's.
+                    let req = if i == 1 && extra { reqs.nth(1) } else { reqs.next() };
+                    let Some(req) = req else { break };
+                    let len = chunk.len() as u16;
                     let dst = CopyPtr::Grant { domid: ctx.domid, gref: req.gref, offset: 0 };
-                    CopySegment::new(CopyPtr::Local(VolatileSlice::from(&mut frame.data_mut()[..])), dst, len)
-                })
-                .collect();
+                    segs.push(CopySegment::new(CopyPtr::Local(VolatileSlice::from(chunk)), dst, len));
+                }
+                if extra && single {
+                    reqs.next();
+                }
+            }
             ctx.grants.copy(&mut segs).map_err(DatapathError::GrantCopy)?;
             VifCounters::add(&ctx.counters.copy_batches, 1);
             VifCounters::add(&ctx.counters.copy_segments, segs.len() as u64);
             segs.iter().map(|s| s.status.is_ok()).collect()
         };
-        tracing::debug!(frames = self.frames.len(), "RX batch copied");
+        tracing::debug!(frames = self.taken.len(), slots = self.reqs.len(), "RX batch copied");
+        let mut copied = copied.into_iter();
+        let mut reqs = self.reqs.drain(..);
         // Responses in consumption order, so each lands in its request's slot.
-        for ((frame, req), ok) in self.frames.drain(..).zip(self.slots.drain(..)).zip(copied) {
-            let rsp = if ok {
-                VifCounters::add(&ctx.counters.rx_packets, 1);
-                VifCounters::add(&ctx.counters.rx_bytes, frame.len() as u64);
-                RxResponse { id: req.id, offset: 0, flags: rx_flags(frame.offload()), status: frame.len() as i16 }
-            } else {
-                tracing::debug!(gref = req.gref, id = req.id, "RX grant copy failed");
+        for frame in self.taken.drain(..) {
+            let slots = frame.data_slots() as usize;
+            let mut ok = true;
+            for (i, chunk) in frame.data.chunks(PAGE_SIZE).enumerate() {
+                let Some(req) = reqs.next() else { break };
+                let mut flags = if i + 1 < slots { NETRXF_MORE_DATA } else { 0 };
+                if i == 0 {
+                    flags |= frame.flags | if frame.gso.is_some() { NETRXF_EXTRA_INFO } else { 0 };
+                }
+                let status = if copied.next().unwrap_or(false) {
+                    chunk.len() as i16
+                } else {
+                    tracing::debug!(gref = req.gref, id = req.id, "RX grant copy failed");
+                    ok = false;
+                    NETIF_RSP_ERROR
+                };
+                ring.push_response(RxResponse { id: req.id, offset: 0, flags, status })
+                    .map_err(|source| DatapathError::Ring { ring: "RX", source })?;
+                if let (0, Some(gso)) = (i, frame.gso) {
+                    reqs.next();
+                    ring.push_response(gso_extra(gso)).map_err(|source| DatapathError::Ring { ring: "RX", source })?;
+                }
+            }
+            if !ok {
                 VifCounters::add(&ctx.counters.rx_dropped_copy_failed, 1);
-                RxResponse { id: req.id, offset: 0, flags: 0, status: NETIF_RSP_ERROR }
-            };
-            ring.push_response(rsp).map_err(|source| DatapathError::Ring { ring: "RX", source })?;
+                continue;
+            }
+            VifCounters::add(&ctx.counters.rx_packets, 1);
+            VifCounters::add(&ctx.counters.rx_bytes, frame.data.len() as u64);
+            if slots > 1 {
+                VifCounters::add(&ctx.counters.rx_sg_frames, 1);
+            }
+            if frame.gso.is_some() {
+                VifCounters::add(&ctx.counters.rx_gso_frames, 1);
+            }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_follow_linux() {
-        let off = |csum_blank, data_validated| Offload { csum_blank, data_validated, gso: None };
-        assert_eq!(rx_flags(&off(true, false)), NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED);
-        assert_eq!(rx_flags(&off(true, true)), NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED);
-        assert_eq!(rx_flags(&off(false, true)), NETRXF_DATA_VALIDATED);
-        assert_eq!(rx_flags(&off(false, false)), 0);
     }
 }
