@@ -9,7 +9,7 @@ use xenstore::Client;
 use super::DaemonConfig;
 use super::status::{FatalQueue, VifStatus};
 use crate::switch::Switch;
-use crate::vif::{Datapath, VifCounters, VifId, WorkerExit, WorkerHandle};
+use crate::vif::{Datapath, DatapathConfig, VifCounters, VifId, WorkerExit, WorkerHandle};
 use crate::xenbus::{self, FrontendState, Hotplug, Inputs, Step, XenbusError, XenbusState, keys};
 
 /// What applying steps needs, borrowed from the daemon.
@@ -149,7 +149,8 @@ impl Vif {
     {
         let params = keys::read_connect_params(ctx.xs, &self.frontend, &self.backend)?;
         self.mac = Some(xenbus::format_mac(&params.mac));
-        let datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, ctx.config.datapath)
+        let config = DatapathConfig { features: params.features, ..ctx.config.datapath };
+        let datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, config)
             .map_err(XenbusError::ConnectDatapath)?;
         let port = ctx.switch.add_port(&self.id.to_string()).map_err(XenbusError::AddSwitchPort)?;
         self.generation += 1;
@@ -157,7 +158,7 @@ impl Vif {
         let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, e.to_string()));
         let worker = datapath.spawn(port, self.counters.clone(), on_fatal).map_err(XenbusError::ConnectDatapath)?;
         self.worker = Some(worker);
-        tracing::info!(rings = ?params.rings, "{}: data path running", self.id);
+        tracing::info!(rings = ?params.rings, features = ?params.features, "{}: data path running", self.id);
         let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);
         if let Err(e) =
             stale.then(|| xenbus::remove_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend)).transpose()

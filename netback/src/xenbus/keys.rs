@@ -1,11 +1,11 @@
-//! Reading what the frontend (ring refs, event channels, `request-rx-copy`) and the
-//! toolstack (`mac`) published, strictly, as Linux's `connect` / `connect_data_rings`.
+//! Reading what the frontend (ring refs, event channels, `request-rx-copy`, `feature-*`)
+//! and the toolstack (`mac`) published, strictly, as Linux's `connect` / `connect_data_rings`.
 //! Every failure names the node and the value found.
 
 use xenstore::Client;
 
 use super::XenbusError;
-use crate::vif::{EventChannelSpec, RingParams};
+use crate::vif::{EventChannelSpec, FrontendFeatures, RingParams};
 
 /// What connecting a vif needs from xenstore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct ConnectParams {
     pub rings: RingParams,
     /// The MAC from the backend directory.
     pub mac: [u8; 6],
+    /// The frontend's `feature-*` keys.
+    pub features: FrontendFeatures,
 }
 
 /// Reads `path`; `None` if the node is missing.
@@ -70,7 +72,38 @@ pub fn read_connect_params(xs: &Client, frontend: &str, backend: &str) -> Result
         None => return Err(XenbusError::ParseKey { path, value, expected: "a number" }),
     }
     let mac = read_mac(xs, backend)?;
-    Ok(ConnectParams { rings: RingParams { tx_ring_ref, rx_ring_ref, event_channels }, mac })
+    let features = read_features(xs, frontend)?;
+    Ok(ConnectParams { rings: RingParams { tx_ring_ref, rx_ring_ref, event_channels }, mac, features })
+}
+
+/// A boolean `feature-*` key as Linux's `xenbus_read_unsigned(dir, key, default)`: any
+/// non-zero number is on; an absent key, or one that is not a number (logged), is `default`.
+fn read_flag(xs: &Client, dir: &str, key: &str, default: bool) -> Result<bool, XenbusError> {
+    let path = format!("{dir}/{key}");
+    let Some(value) = read_optional(xs, &path)? else { return Ok(default) };
+    Ok(parse_flag(&value).unwrap_or_else(|| {
+        tracing::warn!(path, value, default, "feature key is not a number: taken as absent");
+        default
+    }))
+}
+
+fn parse_flag(value: &str) -> Option<bool> {
+    parse_u32(value).map(|n| n != 0)
+}
+
+/// Reads the frontend's `feature-sg`, `feature-gso-tcpv4`, `feature-gso-tcpv6`,
+/// `feature-no-csum-offload`, `feature-ipv6-csum-offload` and `feature-rx-notify`, with
+/// netif.h's defaults for absent keys ([`FrontendFeatures::default`]).
+pub fn read_features(xs: &Client, frontend: &str) -> Result<FrontendFeatures, XenbusError> {
+    let d = FrontendFeatures::default();
+    Ok(FrontendFeatures {
+        sg: read_flag(xs, frontend, "feature-sg", d.sg)?,
+        gso_tcpv4: read_flag(xs, frontend, "feature-gso-tcpv4", d.gso_tcpv4)?,
+        gso_tcpv6: read_flag(xs, frontend, "feature-gso-tcpv6", d.gso_tcpv6)?,
+        csum_offload: !read_flag(xs, frontend, "feature-no-csum-offload", !d.csum_offload)?,
+        ipv6_csum_offload: read_flag(xs, frontend, "feature-ipv6-csum-offload", d.ipv6_csum_offload)?,
+        rx_notify: read_flag(xs, frontend, "feature-rx-notify", d.rx_notify)?,
+    })
 }
 
 /// Reads and parses `<backend>/mac`.
@@ -114,6 +147,16 @@ mod tests {
         }
         assert_eq!(parse_mac(" 00:16:3e:0a:bc:ff"), None);
         assert_eq!(format_mac(&[0, 0x16, 0x3e, 0xa, 0xbc, 0xff]), "00:16:3e:0a:bc:ff");
+    }
+
+    #[test]
+    fn flags_are_numbers() {
+        assert_eq!(parse_flag("1"), Some(true));
+        assert_eq!(parse_flag("2"), Some(true));
+        assert_eq!(parse_flag("0"), Some(false));
+        for bad in ["", "yes", "true", " 1", "-1"] {
+            assert_eq!(parse_flag(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -9,9 +9,17 @@ use super::{XenbusError, XenbusState};
 use crate::vif::VifId;
 
 /// Keys written at probe, in one transaction (the subset of Linux's `netback_probe` that
-/// this backend implements: rx-copy only, split event channels, no offloads).
-const PROBE_FEATURES: [(&str, &str); 3] =
-    [("feature-rx-copy", "1"), ("feature-rx-flip", "0"), ("feature-split-event-channels", "1")];
+/// this backend implements: rx-copy only, split event channels, scatter-gather, TCP GSO and
+/// IPv6 checksum offload; no multicast control, control ring or multi-queue).
+const PROBE_FEATURES: [(&str, &str); 7] = [
+    ("feature-sg", "1"),
+    ("feature-gso-tcpv4", "1"),
+    ("feature-gso-tcpv6", "1"),
+    ("feature-ipv6-csum-offload", "1"),
+    ("feature-rx-copy", "1"),
+    ("feature-rx-flip", "0"),
+    ("feature-split-event-channels", "1"),
+];
 
 /// `/local/domain/<backend_domid>/backend/vif`.
 pub fn backend_root(backend_domid: DomId) -> String {
