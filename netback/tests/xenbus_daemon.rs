@@ -24,7 +24,15 @@ fn probe_publishes_features_and_initwait_per_vif() -> anyhow::Result<()> {
     let vb = write_vif_layout(h.xs(), b.domid(), 0, None)?;
     for v in [&va, &vb] {
         wait_state(h.xs(), &v.be, XenbusState::InitWait)?;
-        for (key, want) in [("feature-rx-copy", "1"), ("feature-rx-flip", "0"), ("feature-split-event-channels", "1")] {
+        for (key, want) in [
+            ("feature-rx-copy", "1"),
+            ("feature-rx-flip", "0"),
+            ("feature-split-event-channels", "1"),
+            ("feature-sg", "1"),
+            ("feature-gso-tcpv4", "1"),
+            ("feature-gso-tcpv6", "1"),
+            ("feature-ipv6-csum-offload", "1"),
+        ] {
             ensure!(read(h.xs(), &format!("{}/{key}", v.be))?.as_deref() == Some(want), "{}/{key}", v.be);
         }
         // The guest can read what we published.

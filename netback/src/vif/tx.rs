@@ -224,7 +224,7 @@ impl TxPath {
         let mut segments = copied.into_iter();
         for pending in self.frames.drain(..) {
             // Every slot's segment must have succeeded (consume them all either way).
-            let ok = segments.by_ref().take(pending.slots.len()).fold(true, |all, ok| all && ok);
+            let ok = segments.by_ref().take(pending.slots.len()).filter(|ok| !ok).count() == 0;
             if !ok {
                 tracing::debug!(id = pending.id, slots = pending.slots.len(), "TX grant copy failed");
                 VifCounters::add(&ctx.counters.tx_dropped_copy_failed, 1);
