@@ -275,3 +275,24 @@ fn rejected_frames() {
     qq.extend_from_slice(&v4[12..]);
     assert!(matches!(fill_checksum(&mut qq), Err(OffloadError::Parse(_))));
 }
+
+#[test]
+fn udp_zero_sum_is_written_as_ffff() {
+    for v6 in [false, true] {
+        let s = base(v6);
+        // With a last payload word equal to the checksum computed without it, the sum
+        // folds to 0xffff and the checksum computes to zero.
+        let mut payload = vec![9u8; 36];
+        payload[34..].fill(0);
+        let f = build(&s, true, &payload);
+        let at = l4_offset(&f) + 6;
+        let c = u16::from_be_bytes([f[at], f[at + 1]]);
+        payload[34..].copy_from_slice(&c.to_be_bytes());
+        let reference = build(&s, true, &payload);
+        assert_eq!(reference[at..at + 2], [0xff, 0xff]);
+        let mut frame = reference.clone();
+        frame[at..at + 2].fill(0);
+        fill_checksum(&mut frame).unwrap();
+        assert_eq!(frame, reference);
+    }
+}
