@@ -1,11 +1,13 @@
 //! The Internet checksum (RFC 1071) and the TCP/UDP pseudo-headers.
 //!
 //! Sums are kept unfolded in a `u64` and folded to 16 bits only at the end: the
-//! one's-complement sum of big-endian 16-bit words equals, modulo 0xffff, the plain sum of
-//! big-endian 32-bit words (2^16 ≡ 1 mod 0xffff), so the data is read four bytes at a time
-//! and widened into `u64` lanes with no per-word carry handling (a loop the compiler
-//! vectorises). Every slice summed must start at an even offset from the start of the
-//! checksummed area, which holds for all callers (headers are multiples of 4 bytes).
+//! one's-complement sum of 16-bit words equals, modulo 0xffff, the plain sum of 32-bit
+//! words (2^16 ≡ 1 mod 0xffff), so the data is read four bytes at a time and widened into
+//! `u64` lanes with no per-word carry handling (a loop the compiler vectorises). Words are
+//! read in native byte order and the folded result byte-swapped once (RFC 1071 §2(B):
+//! the sum is byte-order independent), which saves a swap per word on little-endian.
+//! Every slice summed must start at an even offset from the start of the checksummed
+//! area, which holds for all callers (headers are multiples of 4 bytes).
 
 use super::headers::{IpVersion, Layout};
 
@@ -13,22 +15,23 @@ use super::headers::{IpVersion, Layout};
 /// below 2^46, so adding a block to a folded (< 2^33) accumulator never overflows.
 const BLOCK: usize = 1 << 16;
 
-/// Unfolded one's-complement sum of `data` as big-endian 16-bit words; an odd trailing
-/// byte is the high byte of a word padded with zero.
+/// One's-complement sum of `data` as big-endian 16-bit words, as a `u64` (at most 0xffff,
+/// ready to be added to other sums); an odd trailing byte is the high byte of a word padded
+/// with zero.
 pub(super) fn sum(data: &[u8]) -> u64 {
     let mut acc = 0u64;
     for block in data.chunks(BLOCK) {
         let words = block.chunks_exact(4);
         let rest = words.remainder();
-        let mut s: u64 = words.map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))).sum();
+        let mut s: u64 = words.map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).sum();
         if !rest.is_empty() {
             let mut tail = [0u8; 4];
             tail[..rest.len()].copy_from_slice(rest);
-            s += u64::from(u32::from_be_bytes(tail));
+            s += u64::from(u32::from_ne_bytes(tail));
         }
         acc = fold32(acc) + s;
     }
-    acc
+    u64::from(u16::from_be_bytes(fold(acc).to_ne_bytes()))
 }
 
 /// Folds a sum to below 2^33 (same value modulo 0xffff).
