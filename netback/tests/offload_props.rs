@@ -124,8 +124,6 @@ fn l4_offset(frame: &[u8]) -> usize {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
     /// Blanked (or garbage) checksums are filled byte for byte as etherparse computes them,
     /// ignoring Ethernet padding after the IP datagram.
     #[test]
