@@ -31,6 +31,8 @@ pub enum OffloadError {
 /// IPv6 (Ethernet, optionally one 802.1Q tag; IPv4 options; IPv6 without extension
 /// headers or with hop-by-hop/routing/destination-options headers). Whatever the checksum
 /// field held is ignored. A UDP checksum that computes to 0 is written as 0xffff.
+/// The segment is the IP payload as the IP length gives it: Ethernet padding after it is
+/// left alone. IP fragments (IPv4 MF/offset, IPv6 fragment header) are rejected.
 pub fn fill_checksum(frame: &mut [u8]) -> Result<(), OffloadError> {
     let layout = headers::parse(frame)?;
     let at = headers::checksum_offset(frame, &layout)?;
@@ -62,6 +64,8 @@ pub fn l4_checksum_is_valid(frame: &[u8]) -> Result<bool, OffloadError> {
 /// header checksum, or the IPv6 payload length, rewritten; TCP sequence number advanced;
 /// FIN and PSH only on the last segment, CWR only on the first; every TCP checksum filled.
 /// A frame whose payload already fits one segment comes back as one finished frame.
+/// URG and the urgent pointer stay on the first segment only; Ethernet padding after the
+/// IP datagram is not copied into any segment.
 pub fn segment_tcp(frame: &[u8], kind: GsoKind, mss: u16) -> Result<Vec<Vec<u8>>, OffloadError> {
     segment::segment_tcp(frame, kind, mss)
 }
