@@ -6,7 +6,12 @@
 //! Pure functions on byte slices: no I/O, no unsafe; property-tested against an independent
 //! implementation (etherparse).
 
+mod checksum;
+mod headers;
+mod segment;
+
 use crate::frame::GsoKind;
+use headers::{IpVersion, PROTO_UDP};
 
 /// Why a frame could not be finished in software (it is then dropped and counted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,9 +31,32 @@ pub enum OffloadError {
 /// IPv6 (Ethernet, optionally one 802.1Q tag; IPv4 options; IPv6 without extension
 /// headers or with hop-by-hop/routing/destination-options headers). Whatever the checksum
 /// field held is ignored. A UDP checksum that computes to 0 is written as 0xffff.
+/// The segment is the IP payload as the IP length gives it: Ethernet padding after it is
+/// left alone. IP fragments (IPv4 MF/offset, IPv6 fragment header) are rejected.
 pub fn fill_checksum(frame: &mut [u8]) -> Result<(), OffloadError> {
-    let _ = frame;
-    todo!()
+    let layout = headers::parse(frame)?;
+    let at = headers::checksum_offset(frame, &layout)?;
+    frame[at..at + 2].fill(0);
+    let mut c = checksum::l4_checksum(frame, &layout);
+    if layout.proto == PROTO_UDP && c == 0 {
+        // Zero means "no checksum" in UDP; the same value in one's complement is 0xffff.
+        c = 0xffff;
+    }
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+/// Whether the TCP or UDP checksum of `frame` is correct (headers parsed as for
+/// [`fill_checksum`]). A UDP checksum of zero over IPv4 means "none" and counts as valid;
+/// over IPv6 it is invalid (RFC 8200).
+pub fn l4_checksum_is_valid(frame: &[u8]) -> Result<bool, OffloadError> {
+    let layout = headers::parse(frame)?;
+    let at = headers::checksum_offset(frame, &layout)?;
+    if layout.proto == PROTO_UDP && frame[at..at + 2] == [0, 0] {
+        return Ok(layout.version == IpVersion::V4);
+    }
+    // Summed with its correct checksum in place, a segment complements to zero.
+    Ok(checksum::l4_checksum(frame, &layout) == 0)
 }
 
 /// Cuts a TCP GSO super-frame into frames carrying at most `mss` payload bytes each, as a
@@ -36,7 +64,8 @@ pub fn fill_checksum(frame: &mut [u8]) -> Result<(), OffloadError> {
 /// header checksum, or the IPv6 payload length, rewritten; TCP sequence number advanced;
 /// FIN and PSH only on the last segment, CWR only on the first; every TCP checksum filled.
 /// A frame whose payload already fits one segment comes back as one finished frame.
+/// URG and the urgent pointer stay on the first segment only; Ethernet padding after the
+/// IP datagram is not copied into any segment.
 pub fn segment_tcp(frame: &[u8], kind: GsoKind, mss: u16) -> Result<Vec<Vec<u8>>, OffloadError> {
-    let _ = (frame, kind, mss);
-    todo!()
+    segment::segment_tcp(frame, kind, mss)
 }
