@@ -193,7 +193,6 @@ fn rx_waits_for_enough_buffers_without_consuming() -> anyhow::Result<()> {
 
 #[test]
 fn rx_gso_to_a_receiver_without_gso_is_segmented() -> anyhow::Result<()> {
-    // needs offload (merge of wt4-offload): offload::segment_tcp is todo!() until then.
     let (_host, _dom0, sink, mut r, vif) = setup("rx", FrontendFeatures::default())?;
     let payload: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
     let f = ipv4(MAC_R, MAC_X, 6, &tcp(1000, &payload));
@@ -215,7 +214,6 @@ fn rx_gso_to_a_receiver_without_gso_is_segmented() -> anyhow::Result<()> {
 
 #[test]
 fn rx_blank_checksum_to_a_receiver_without_offload_is_filled() -> anyhow::Result<()> {
-    // needs offload (merge of wt4-offload): offload::fill_checksum is todo!() until then.
     let no_csum = FrontendFeatures { csum_offload: false, ..FrontendFeatures::default() };
     let (_host, _dom0, sink, mut r, vif) = setup("rx", no_csum)?;
     let f = ipv4(MAC_R, MAC_X, 17, &udp(b"blank checksum, filled by netback"));
