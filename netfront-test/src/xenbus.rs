@@ -5,6 +5,7 @@
 //! under `/local/domain/<our domid>`); the backend directory is the absolute path the
 //! toolstack wrote into our `backend` key.
 
+use crate::device::Features;
 use crate::mac::{Mac, parse_mac};
 use grant::{DomId, EventChannel, EvtchnError, EvtchnPort, GrantError, GrantRef};
 use netif::RingError;
@@ -248,27 +249,27 @@ pub fn write_state(xs: &Client, dir: &str, state: XenbusState) -> Result<(), Xen
 
 /// Publishes the rings, the event channel, our feature requests and `state=Connected` in
 /// one transaction (as Linux netfront's `talk_to_netback`, which then goes
-/// Initialising → Connected directly).
+/// Initialising → Connected directly). `features` are the ones in effect (asked for and
+/// advertised by the backend), written as `feature-sg`, `feature-gso-tcpv4`,
+/// `feature-gso-tcpv6`, `feature-no-csum-offload` (= not `csum_offload`) and
+/// `feature-ipv6-csum-offload`.
 pub fn publish_rings(
     xs: &Client,
     dir: &str,
     tx_ring_ref: GrantRef,
     rx_ring_ref: GrantRef,
     port: EvtchnPort,
+    features: &Features,
 ) -> Result<(), XenbusError> {
-    let keys = [
+    let mut keys = vec![
         ("tx-ring-ref", tx_ring_ref.to_string()),
         ("rx-ring-ref", rx_ring_ref.to_string()),
         ("event-channel", port.to_string()),
         ("request-rx-copy", "1".into()),
         ("feature-rx-notify", "1".into()),
-        ("feature-sg", "0".into()),
-        ("feature-gso-tcpv4", "0".into()),
-        ("feature-gso-tcpv6", "0".into()),
-        ("feature-no-csum-offload", "1".into()),
-        ("feature-ipv6-csum-offload", "0".into()),
-        ("state", XenbusState::Connected.value()),
     ];
+    keys.extend(features.xenstore_keys().map(|(key, value)| (key, value.to_owned())));
+    keys.push(("state", XenbusState::Connected.value()));
     xs.transaction(|tx| {
         for (key, value) in &keys {
             tx.write(&format!("{dir}/{key}"), value)?;
