@@ -214,7 +214,7 @@ impl<C: EventChannel> Netfront<C> {
         // The backend reads req_prod when it attaches; no notification is due yet.
         nf.rx.push_requests_and_check_notify();
         let port = nf.channel.port();
-        xenbus::publish_rings(&nf.xs, &nf.info.dir, tx_ref, rx_ref, port, &nf.features)?;
+        xenbus::publish_rings_with(&nf.xs, &nf.info.dir, tx_ref, rx_ref, port, &nf.features)?;
         xenbus::wait_backend_state(&nf.xs, &backend, XenbusState::Connected, t, |s| s == Some(XenbusState::Connected))?;
         xenbus::kick(&nf.channel)?;
         nf.stats.notifications_sent += 1;

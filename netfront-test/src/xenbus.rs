@@ -247,13 +247,25 @@ pub fn write_state(xs: &Client, dir: &str, state: XenbusState) -> Result<(), Xen
     .map_err(|source| XenbusError::WriteState { path, state, source })
 }
 
+/// Publishes the rings, the event channel, no offloads (`Features::default()`) and
+/// `state=Connected` in one transaction; see [`publish_rings_with`].
+pub fn publish_rings(
+    xs: &Client,
+    dir: &str,
+    tx_ring_ref: GrantRef,
+    rx_ring_ref: GrantRef,
+    port: EvtchnPort,
+) -> Result<(), XenbusError> {
+    publish_rings_with(xs, dir, tx_ring_ref, rx_ring_ref, port, &Features::default())
+}
+
 /// Publishes the rings, the event channel, our feature requests and `state=Connected` in
 /// one transaction (as Linux netfront's `talk_to_netback`, which then goes
 /// Initialising → Connected directly). `features` are the ones in effect (asked for and
 /// advertised by the backend), written as `feature-sg`, `feature-gso-tcpv4`,
 /// `feature-gso-tcpv6`, `feature-no-csum-offload` (= not `csum_offload`) and
 /// `feature-ipv6-csum-offload`.
-pub fn publish_rings(
+pub fn publish_rings_with(
     xs: &Client,
     dir: &str,
     tx_ring_ref: GrantRef,

@@ -118,6 +118,9 @@ pub fn run(
     let deadline = Instant::now() + WAIT;
     loop {
         ensure!(Instant::now() < deadline, "backend timed out");
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("guest process exited early: {status}");
+        }
         let moved = serve(&mut backend)?;
         // Push both rings (no short-circuit), notify once if either asks.
         let (notify_tx, notify_rx) =
