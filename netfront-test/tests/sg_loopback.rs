@@ -8,10 +8,12 @@ mod common;
 use anyhow::{Context, ensure};
 use common::{GUEST_MAC, MODE, WAIT, sg_backend};
 use netback_e2e::is_child;
+use netfront_test::session::{PeerConfig, SessionError, run_peer_traffic};
 use netfront_test::tcp::{build_tcp_frame, build_tcp_frame_blank_checksum, parse_tcp_frame};
-use netfront_test::traffic::build_frame;
+use netfront_test::traffic::{FrameSize, HEADER_LEN, build_frame};
 use netfront_test::{DeviceError, Features, GsoKind, Netfront, NetfrontConfig, RxMeta, TxMeta};
 use std::collections::VecDeque;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 17] =
@@ -42,6 +44,7 @@ fn run_guest(mode: &str) -> anyhow::Result<()> {
     eprintln!("guest: {stats:?}");
     ensure!(stats.tx_errors + stats.rx_errors + stats.protocol_errors + stats.rx_dropped_chains == 0, "{stats:?}");
     ensure!(stats.tx_frames == stats.rx_frames && stats.tx_bytes == stats.rx_bytes, "{stats:?}");
+    ensure!(mode != "sg" || stats.tx_frames > 200, "{stats:?}");
     Ok(())
 }
 
@@ -113,6 +116,23 @@ fn guest_sg(nf: &mut Guest) -> anyhow::Result<()> {
     }
     round_trip(nf, tcp)?;
 
+    // A peer session with frames up to 64 KiB, peer = ourselves through the loop.
+    let peer = PeerConfig {
+        flow: 9,
+        peer: GUEST_MAC,
+        ip: Ipv4Addr::new(10, 0, 0, 2),
+        size: FrameSize::Uniform { min: 60, max: 65535 },
+        rate: 0,
+        duration: Duration::from_millis(300),
+        linger: Duration::from_millis(300),
+        start: None,
+    };
+    let report = run_peer_traffic(nf, &peer)?;
+    let flow = report.received.get(&9).context("no frame of our flow came back")?;
+    ensure!(report.sent_frames > 0 && flow.received == report.sent_frames, "{report:?}");
+    let frame_bytes = flow.bytes + flow.received * HEADER_LEN as u64; // `bytes` counts payload
+    ensure!(frame_bytes == report.sent_bytes && flow.lost + report.corrupt == 0, "{report:?}");
+
     let zero_mss = nf.send_with(&[0u8; 100], TxMeta { gso: Some((GsoKind::TcpV4, 0)), ..TxMeta::default() });
     ensure!(matches!(zero_mss, Err(DeviceError::Gso { mss: 0, .. })), "{zero_mss:?}");
     let too_big = nf.send(&vec![0u8; 65536]);
@@ -127,6 +147,18 @@ fn guest_no_sg(nf: &mut Guest) -> anyhow::Result<()> {
     ensure!(matches!(too_big, Err(DeviceError::FrameSize { len: 4097, max: 4096 })), "{too_big:?}");
     let message = too_big.unwrap_err().to_string();
     ensure!(message.contains("4097") && message.contains("feature-sg"), "unclear error: {message}");
+    let peer = PeerConfig {
+        flow: 1,
+        peer: GUEST_MAC,
+        ip: Ipv4Addr::new(10, 0, 0, 2),
+        size: FrameSize::Fixed(9000),
+        rate: 0,
+        duration: Duration::from_millis(10),
+        linger: Duration::ZERO,
+        start: None,
+    };
+    let refused = run_peer_traffic(nf, &peer);
+    ensure!(matches!(&refused, Err(SessionError::Config(m)) if m.contains("9000")), "{refused:?}");
     let gso = nf.send_with(&[0u8; 100], TxMeta { gso: Some((GsoKind::TcpV4, 1448)), ..TxMeta::default() });
     ensure!(matches!(gso, Err(DeviceError::Gso { kind: GsoKind::TcpV4, v4: false, .. })), "{gso:?}");
     let frames =
