@@ -1,35 +1,45 @@
 //! The connected netfront device: rings, buffer pools, send/receive and notifications.
 //!
-//! One page per TX buffer (granted read-only) and per RX buffer (granted read-write);
-//! single-slot frames only (`feature-sg=0`), so a frame is at most one page.
+//! One page per TX buffer (granted read-only) and per RX buffer (granted read-write).
+//! Without scatter-gather a frame is one slot, at most one page; with `feature-sg` in
+//! effect a frame of up to 65535 bytes is a chain of page-sized slots (see [`tx`] and
+//! [`rx`] for the exact wire layout).
 
+mod meta;
 mod rx;
+mod tx;
+
+pub use meta::{Features, GsoKind, RxMeta, TxMeta, gso_kind, gso_type};
+pub use tx::tx_buffers_needed;
 
 use crate::xenbus::{self, BackendFeatures, FrontendInfo, XenbusError, XenbusState};
 use grant::{Access, EventChannel, EventChannels, EvtchnError, GrantAlloc, PAGE_SIZE, SharedPages};
-use netif::abi::{NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_OKAY};
-use netif::{FrontRing, RingError, RingKind, RxRing, TxRequest, TxRing};
+use netif::{FrontRing, RingError, RingKind, RxRing, TxRing};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use vm_memory::Bytes;
+use std::time::Duration;
 use xenstore::Client;
 
 /// Sizing and timeouts of a [`Netfront`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetfrontConfig {
-    /// TX buffer pages (1..=256): frames in flight towards the backend.
+    /// TX buffer pages (1..=256), one per TX data slot in flight towards the backend
+    /// (a 65535-byte frame takes 16).
     pub tx_buffers: u16,
-    /// RX buffer pages (1..=256) kept posted on the RX ring.
+    /// RX buffer pages (1..=256) kept posted on the RX ring. With scatter-gather keep at
+    /// least 17 (a 64 KiB frame with its GSO extra), better the full 256.
     pub rx_buffers: u16,
-    /// Limit for each handshake wait and for `send` waiting for a free TX buffer.
+    /// Limit for each handshake wait and for `send` waiting for free TX buffers.
     pub timeout: Duration,
+    /// The offloads asked for; [`Netfront::features`] says which are in effect.
+    pub features: Features,
 }
 
 impl Default for NetfrontConfig {
-    /// 64 TX buffers, a full RX ring (256), 10 s.
+    /// 128 TX buffers (eight 64 KiB frames in flight), a full RX ring (256), 10 s, no
+    /// offloads (single-slot frames, `feature-no-csum-offload=1`).
     fn default() -> Self {
-        Self { tx_buffers: 64, rx_buffers: 256, timeout: Duration::from_secs(10) }
+        Self { tx_buffers: 128, rx_buffers: 256, timeout: Duration::from_secs(10), features: Features::default() }
     }
 }
 
@@ -48,9 +58,11 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// RX responses with status ≤ 0 or a bad offset/length.
     pub rx_errors: u64,
-    /// Multi-slot RX frames (`more_data`/`extra_info`) dropped, unsupported for now.
+    /// Multi-slot RX frames (`more_data`/`extra_info`) dropped because scatter-gather is
+    /// not in effect.
     pub rx_dropped_chains: u64,
-    /// Responses that break the protocol (unknown TX id, `NETIF_RSP_NULL`, ...).
+    /// Responses that break the protocol (unknown TX id, unexpected `NETIF_RSP_NULL`, an
+    /// RX slot beyond its page, a chain too long, an extra that is not a negotiated GSO ...).
     pub protocol_errors: u64,
     /// Notifications sent to the backend.
     pub notifications_sent: u64,
@@ -61,9 +73,19 @@ pub struct Stats {
 /// Failures of the data path.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    /// The frame is empty or does not fit one page.
-    #[error("frame of {len} bytes: only 1..={PAGE_SIZE} fits one slot")]
-    FrameSize { len: usize },
+    /// The frame is empty or too long: `max` is 4096 (one slot) without scatter-gather
+    /// in effect, 65535 with it.
+    #[error(
+        "frame of {len} bytes: only 1..={max} bytes can be sent (above {PAGE_SIZE} needs feature-sg on both sides)"
+    )]
+    FrameSize { len: usize, max: usize },
+    /// GSO of this kind is not in effect (it needs scatter-gather and the backend's
+    /// `feature-gso-tcpv4`/`-tcpv6`), or the MSS is 0.
+    #[error("GSO {kind:?} with MSS {mss} not possible: GSO in effect for TCPv4 {v4}, TCPv6 {v6}")]
+    Gso { kind: GsoKind, mss: u16, v4: bool, v6: bool },
+    /// The frame needs more TX buffers than the device has.
+    #[error("a frame of {len} bytes needs {need} TX buffers, the device has {have}")]
+    TooFewTxBuffers { len: usize, need: usize, have: usize },
     /// No TX buffer came back within the timeout.
     #[error("no free TX buffer within {0:?}")]
     TxTimeout(Duration),
@@ -96,15 +118,18 @@ pub(crate) fn tx_ring_err(source: RingError) -> DeviceError {
 /// A connected netfront over event channels of type `C`.
 ///
 /// Invariants:
-/// * TX buffer `i` is in `tx_free` xor `tx_busy[i]`; a busy buffer has exactly one request
-///   with id `i` outstanding on the TX ring, so `tx_buffers ≤ 256` keeps the ring from filling;
+/// * TX buffer `i` is in `tx_free` xor `tx_busy[i]`; a busy buffer has exactly one data
+///   request with id `i` outstanding on the TX ring; `tx_extras` extra-info slots are
+///   outstanding too (answered by `NETIF_RSP_NULL`); a frame is pushed only when the ring
+///   has room for all its slots;
 /// * `rx_slot_buf[s]` is `Some(b)` iff the RX request in ring slot `s` is outstanding and
 ///   names buffer `b`; every RX buffer is posted except while `recv` handles its response.
 #[derive(Debug)]
 pub struct Netfront<C: EventChannel> {
     xs: Client,
     info: FrontendInfo,
-    features: BackendFeatures,
+    backend_features: BackendFeatures,
+    features: Features,
     config: NetfrontConfig,
     tx: FrontRing<TxRing, SharedPages>,
     rx: FrontRing<RxRing, SharedPages>,
@@ -112,8 +137,9 @@ pub struct Netfront<C: EventChannel> {
     rx_pages: SharedPages,
     tx_free: Vec<u16>,
     tx_busy: Vec<bool>,
+    tx_extras: u32,
     rx_slot_buf: Vec<Option<u16>>,
-    rx_chain: rx::Chain,
+    rx_frame: rx::Assembly,
     channel: C,
     stats: Stats,
     /// Kept apart so that [`Netfront::wait`] can count with `&self`.
@@ -142,7 +168,8 @@ impl<C: EventChannel> Netfront<C> {
         xenbus::wait_backend_state(&xs, &backend, XenbusState::InitWait, t, |s| {
             matches!(s, Some(XenbusState::InitWait | XenbusState::Initialised))
         })?;
-        let features = xenbus::read_backend_features(&xs, &backend)?;
+        let backend_features = xenbus::read_backend_features(&xs, &backend)?;
+        let features = config.features.negotiate(&backend_features);
         let dom = info.backend_id;
         let share_ring =
             |ring| domain.share(dom, 1, Access::ReadWrite).map_err(|source| XenbusError::ShareRing { ring, source });
@@ -163,6 +190,7 @@ impl<C: EventChannel> Netfront<C> {
         let mut nf = Self {
             xs,
             info,
+            backend_features,
             features,
             config,
             tx,
@@ -172,8 +200,9 @@ impl<C: EventChannel> Netfront<C> {
             // Reversed so that `pop` hands out buffer 0 first.
             tx_free: (0..n_tx).rev().collect(),
             tx_busy: vec![false; usize::from(n_tx)],
+            tx_extras: 0,
             rx_slot_buf: vec![None; RxRing::SIZE as usize],
-            rx_chain: rx::Chain::Idle,
+            rx_frame: rx::Assembly::default(),
             channel,
             stats: Stats::default(),
             notifications_received: AtomicU64::new(0),
@@ -185,7 +214,7 @@ impl<C: EventChannel> Netfront<C> {
         // The backend reads req_prod when it attaches; no notification is due yet.
         nf.rx.push_requests_and_check_notify();
         let port = nf.channel.port();
-        xenbus::publish_rings(&nf.xs, &nf.info.dir, tx_ref, rx_ref, port)?;
+        xenbus::publish_rings_with(&nf.xs, &nf.info.dir, tx_ref, rx_ref, port, &nf.features)?;
         xenbus::wait_backend_state(&nf.xs, &backend, XenbusState::Connected, t, |s| s == Some(XenbusState::Connected))?;
         xenbus::kick(&nf.channel)?;
         nf.stats.notifications_sent += 1;
@@ -213,7 +242,19 @@ impl<C: EventChannel> Netfront<C> {
 
     /// The backend's features as read at connect time.
     pub fn backend_features(&self) -> BackendFeatures {
+        self.backend_features
+    }
+
+    /// The offloads in effect: those asked for in [`NetfrontConfig::features`] that the
+    /// backend also advertised (see [`Features::negotiate`]); published as our keys.
+    pub fn features(&self) -> Features {
         self.features
+    }
+
+    /// The longest frame [`Netfront::send_with`] takes: 65535 with scatter-gather in
+    /// effect, one page (4096) without.
+    pub fn max_frame_len(&self) -> usize {
+        if self.features.sg { netif::abi::XEN_NETIF_MAX_TX_SIZE as usize } else { PAGE_SIZE }
     }
 
     /// The event channel (its fd is readable when the backend notified us).
@@ -224,80 +265,6 @@ impl<C: EventChannel> Netfront<C> {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         Stats { notifications_received: self.notifications_received.load(Ordering::Relaxed), ..self.stats }
-    }
-
-    /// Frees the TX buffers of every TX response; returns how many responses were reaped.
-    pub fn reap_tx(&mut self) -> Result<usize, DeviceError> {
-        let mut reaped = 0;
-        while let Some(rsp) = self.tx.next_response().map_err(tx_ring_err)? {
-            reaped += 1;
-            match rsp.status {
-                NETIF_RSP_OKAY => {}
-                NETIF_RSP_ERROR | NETIF_RSP_DROPPED => self.stats.tx_errors += 1,
-                // NETIF_RSP_NULL answers extra-info slots, which we never send.
-                _ => self.stats.protocol_errors += 1,
-            }
-            match self.tx_busy.get_mut(usize::from(rsp.id)) {
-                Some(busy) if *busy => {
-                    *busy = false;
-                    self.tx_free.push(rsp.id);
-                }
-                _ => self.stats.protocol_errors += 1,
-            }
-        }
-        Ok(reaped)
-    }
-
-    /// Free TX buffers after reaping responses: how many frames `send` takes without waiting.
-    pub fn tx_available(&mut self) -> Result<usize, DeviceError> {
-        self.reap_tx()?;
-        Ok(self.tx_free.len())
-    }
-
-    /// Copies `frame` into a free TX buffer and pushes one request for it, notifying the
-    /// backend if it asked to be. Waits (up to the configured timeout) for a free buffer.
-    pub fn send(&mut self, frame: &[u8]) -> Result<(), DeviceError> {
-        if frame.is_empty() || frame.len() > PAGE_SIZE {
-            return Err(DeviceError::FrameSize { len: frame.len() });
-        }
-        let id = self.free_tx_buffer()?;
-        let index = usize::from(id);
-        let page = self.tx_pages.page(index).expect("tx ids index tx_pages");
-        page.write_slice(frame, 0).map_err(|source| DeviceError::Buffer { index, source })?;
-        let size = u16::try_from(frame.len()).expect("checked ≤ PAGE_SIZE");
-        let req = TxRequest { gref: self.tx_pages.grefs()[index], offset: 0, flags: 0, id, size };
-        if let Err(source) = self.tx.push_request(req) {
-            self.tx_free.push(id);
-            return Err(tx_ring_err(source));
-        }
-        self.tx_busy[index] = true;
-        self.stats.tx_frames += 1;
-        self.stats.tx_bytes += frame.len() as u64;
-        if self.tx.push_requests_and_check_notify() {
-            self.notify()?;
-        }
-        Ok(())
-    }
-
-    /// A free TX buffer, waiting for TX responses if there is none.
-    fn free_tx_buffer(&mut self) -> Result<u16, DeviceError> {
-        let deadline = Instant::now() + self.config.timeout;
-        loop {
-            if let Some(id) = self.tx_free.pop() {
-                return Ok(id);
-            }
-            if self.reap_tx()? > 0 {
-                continue;
-            }
-            // Arms rsp_event before sleeping, so the backend's next response wakes us.
-            if self.tx.final_check_for_responses() {
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.wait(left)? {
-                return Err(DeviceError::TxTimeout(self.config.timeout));
-            }
-        }
     }
 
     /// Waits up to `timeout` for a notification; `true` if one arrived (it is consumed).

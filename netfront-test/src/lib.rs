@@ -4,6 +4,7 @@
 //! * [`xenbus`]: the handshake (`XenbusState` machine, ring publication, teardown);
 //! * [`device`]: [`Netfront`], the connected device: TX/RX rings, buffer pools, counters;
 //! * [`stack`]: a tiny ARP/ICMP-echo responder and ping frame builders/parsers;
+//! * [`tcp`]: TCP/IPv4 and TCP/IPv6 frames with real (or blank) checksums, for offload tests;
 //! * [`traffic`]: a self-verifying traffic generator and a loss/reorder-counting receiver;
 //! * [`session`]: a guest's part of a peer-to-peer traffic run, with a JSON report.
 #![forbid(unsafe_code)]
@@ -11,10 +12,11 @@
 pub mod device;
 pub mod session;
 pub mod stack;
+pub mod tcp;
 pub mod traffic;
 pub mod xenbus;
 
-pub use device::{DeviceError, Netfront, NetfrontConfig, Stats};
+pub use device::{DeviceError, Features, GsoKind, Netfront, NetfrontConfig, RxMeta, Stats, TxMeta};
 pub use xenbus::{BackendFeatures, FrontendInfo, XenbusError, XenbusState};
 
 /// MAC addresses: parsing and formatting in xenstore's `xx:xx:xx:xx:xx:xx` notation.

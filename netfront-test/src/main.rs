@@ -8,7 +8,7 @@ use clap::Parser;
 use netfront_test::mac::{Mac, format_mac, parse_mac};
 use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
 use netfront_test::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
-use netfront_test::{Netfront, NetfrontConfig};
+use netfront_test::{Features, Netfront, NetfrontConfig};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,8 @@ struct Args {
     /// Destination MAC of --send.
     #[arg(long, value_parser = mac_arg, default_value = "ff:ff:ff:ff:ff:ff")]
     to: Mac,
-    /// Frame size of --send: `N` or `MIN-MAX` (uniform).
+    /// Frame size of --send: `N` or `MIN-MAX` (uniform), 36..=4096, or up to 65535 with
+    /// --offload against a backend with feature-sg.
     #[arg(long, value_parser = size_arg, default_value = "60-1514")]
     size: FrameSize,
     /// Frames per second of --send (0 = as fast as possible).
@@ -42,6 +43,9 @@ struct Args {
     /// Receive and verify test traffic (answering ARP and ping) for this many seconds.
     #[arg(long)]
     receive: Option<u64>,
+    /// Ask for scatter-gather, GSO and checksum offload (used where the backend offers them).
+    #[arg(long)]
+    offload: bool,
     /// Handshake and reply timeout, in seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -63,7 +67,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
     let session = simhost::join_from_env().context("joining the sim host")?;
-    let config = NetfrontConfig { timeout: Duration::from_secs(args.timeout), ..NetfrontConfig::default() };
+    let features = if args.offload { Features::ALL } else { Features::default() };
+    let config = NetfrontConfig { timeout: Duration::from_secs(args.timeout), features, ..NetfrontConfig::default() };
     let mut nf = Netfront::connect(&session.domain, session.xenstore.clone(), args.handle, config)?;
     println!("connected vif {} as {} ({}), backend {}", args.handle, format_mac(&nf.mac()), args.ip, nf.info().backend);
     let responder = Responder::new(nf.mac(), args.ip);

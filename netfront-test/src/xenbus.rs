@@ -5,6 +5,7 @@
 //! under `/local/domain/<our domid>`); the backend directory is the absolute path the
 //! toolstack wrote into our `backend` key.
 
+use crate::device::Features;
 use crate::mac::{Mac, parse_mac};
 use grant::{DomId, EventChannel, EvtchnError, EvtchnPort, GrantError, GrantRef};
 use netif::RingError;
@@ -246,9 +247,8 @@ pub fn write_state(xs: &Client, dir: &str, state: XenbusState) -> Result<(), Xen
     .map_err(|source| XenbusError::WriteState { path, state, source })
 }
 
-/// Publishes the rings, the event channel, our feature requests and `state=Connected` in
-/// one transaction (as Linux netfront's `talk_to_netback`, which then goes
-/// Initialising → Connected directly).
+/// Publishes the rings, the event channel, no offloads (`Features::default()`) and
+/// `state=Connected` in one transaction; see [`publish_rings_with`].
 pub fn publish_rings(
     xs: &Client,
     dir: &str,
@@ -256,19 +256,32 @@ pub fn publish_rings(
     rx_ring_ref: GrantRef,
     port: EvtchnPort,
 ) -> Result<(), XenbusError> {
-    let keys = [
+    publish_rings_with(xs, dir, tx_ring_ref, rx_ring_ref, port, &Features::default())
+}
+
+/// Publishes the rings, the event channel, our feature requests and `state=Connected` in
+/// one transaction (as Linux netfront's `talk_to_netback`, which then goes
+/// Initialising → Connected directly). `features` are the ones in effect (asked for and
+/// advertised by the backend), written as `feature-sg`, `feature-gso-tcpv4`,
+/// `feature-gso-tcpv6`, `feature-no-csum-offload` (= not `csum_offload`) and
+/// `feature-ipv6-csum-offload`.
+pub fn publish_rings_with(
+    xs: &Client,
+    dir: &str,
+    tx_ring_ref: GrantRef,
+    rx_ring_ref: GrantRef,
+    port: EvtchnPort,
+    features: &Features,
+) -> Result<(), XenbusError> {
+    let mut keys = vec![
         ("tx-ring-ref", tx_ring_ref.to_string()),
         ("rx-ring-ref", rx_ring_ref.to_string()),
         ("event-channel", port.to_string()),
         ("request-rx-copy", "1".into()),
         ("feature-rx-notify", "1".into()),
-        ("feature-sg", "0".into()),
-        ("feature-gso-tcpv4", "0".into()),
-        ("feature-gso-tcpv6", "0".into()),
-        ("feature-no-csum-offload", "1".into()),
-        ("feature-ipv6-csum-offload", "0".into()),
-        ("state", XenbusState::Connected.value()),
     ];
+    keys.extend(features.xenstore_keys().map(|(key, value)| (key, value.to_owned())));
+    keys.push(("state", XenbusState::Connected.value()));
     xs.transaction(|tx| {
         for (key, value) in &keys {
             tx.write(&format!("{dir}/{key}"), value)?;

@@ -93,7 +93,7 @@ fn run_guest() -> anyhow::Result<()> {
     }
 
     let too_big = nf.send(&[0u8; grant::PAGE_SIZE + 1]);
-    ensure!(matches!(too_big, Err(DeviceError::FrameSize { len: 4097 })), "oversized frame: {too_big:?}");
+    ensure!(matches!(too_big, Err(DeviceError::FrameSize { len: 4097, max: 4096 })), "oversized frame: {too_big:?}");
     let stats = nf.disconnect()?;
     eprintln!("guest: {stats:?}");
     ensure!(stats.tx_frames == FRAMES + 4 && stats.rx_frames == FRAMES + 4, "frame counts {stats:?}");

@@ -10,6 +10,7 @@ mod report;
 
 pub use report::{DeviceCounts, EndToEnd, FlowCounts, PeerReport};
 
+use crate::device::tx_buffers_needed;
 use crate::mac::{BROADCAST, Mac};
 use crate::stack::arp_request;
 use crate::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
@@ -44,7 +45,10 @@ pub struct PeerConfig {
     pub peer: Mac,
     /// Our IPv4 address, announced by the gratuitous ARP.
     pub ip: Ipv4Addr,
-    /// Frame sizes.
+    /// Frame sizes, 36 ([`HEADER_LEN`](crate::traffic::HEADER_LEN)) up to
+    /// [`Netfront::max_frame_len`]: 4096 without scatter-gather, 65535 with it in effect
+    /// (ask for [`Features::sg`](crate::Features::sg) in the `NetfrontConfig`; the backend
+    /// must advertise `feature-sg`). E.g. `FrameSize::Fixed(9000)` or `Fixed(65000)`.
     pub size: FrameSize,
     /// Frames per second; 0 = as fast as the backend takes them.
     pub rate: u64,
@@ -59,7 +63,7 @@ pub struct PeerConfig {
 /// Failures of a traffic run, named by the phase.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The frame sizes cannot hold a test frame.
+    /// The frame sizes cannot hold a test frame, or exceed what the device sends.
     #[error("invalid traffic configuration: {0}")]
     Config(String),
     /// Sending the gratuitous ARP.
@@ -124,6 +128,17 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
         ..GeneratorConfig::new(nf.mac(), cfg.peer, 0)
     };
     let mut generator = Generator::new(generator_cfg).map_err(|e| SessionError::Config(e.to_string()))?;
+    let largest = match cfg.size {
+        FrameSize::Fixed(n) => n,
+        FrameSize::Uniform { max, .. } => max,
+    };
+    if largest > nf.max_frame_len() {
+        let sg = if nf.features().sg { "on" } else { "off (needs feature-sg on both sides)" };
+        return Err(SessionError::Config(format!(
+            "frames of up to {largest} bytes, the device sends at most {} (scatter-gather {sg})",
+            nf.max_frame_len()
+        )));
+    }
     announce(nf, cfg.ip).map_err(SessionError::Announce)?;
     if let Some(gate) = &cfg.start {
         wait_for_gate(gate)?;
@@ -151,7 +166,8 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
                     }
                 }
             }
-            if nf.tx_available().map_err(traffic)? == 0 {
+            let need = pending.as_ref().map_or(1, |f| tx_buffers_needed(f.len()));
+            if nf.tx_available().map_err(traffic)? < need {
                 break;
             }
             let frame = pending.take().expect("set above");
@@ -174,7 +190,7 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
             continue;
         }
         if let Some(frame) = pending.take() {
-            // Nothing to receive and no free TX buffer: block until the backend frees one.
+            // Nothing to receive and too few free TX buffers: block until the backend frees them.
             nf.send(&frame).map_err(traffic)?;
             sent_bytes += frame.len() as u64;
         } else {

@@ -28,8 +28,10 @@ pub const ETHERTYPE_TRAFFIC: u16 = 0x88B5;
 pub const MAGIC: u32 = 0x4E46_5447;
 /// Ethernet header plus our header: the smallest test frame.
 pub const HEADER_LEN: usize = 36;
-/// The largest test frame (the payload length is a `u16`).
-pub const MAX_FRAME_LEN: usize = HEADER_LEN + u16::MAX as usize;
+/// The largest test frame: netif's largest frame (`XEN_NETIF_MAX_TX_SIZE`, 65535 bytes).
+/// Frames above one page (4096 bytes) need scatter-gather in effect on the device
+/// ([`Netfront::max_frame_len`](crate::Netfront::max_frame_len)); the session checks.
+pub const MAX_FRAME_LEN: usize = netif::abi::XEN_NETIF_MAX_TX_SIZE as usize;
 const CHECKSUM_AT: usize = 32;
 
 /// Why a frame is not a valid test frame.

@@ -138,3 +138,14 @@ proptest! {
         prop_assert_eq!(got.received, arrivals.len() as u64);
     }
 }
+
+#[test]
+fn jumbo_and_64k_frames_are_generated_up_to_netifs_limit() {
+    assert_eq!(MAX_FRAME_LEN, 65535);
+    for len in [9000, 65000, MAX_FRAME_LEN] {
+        let cfg = GeneratorConfig { size: FrameSize::Fixed(len), ..GeneratorConfig::new(SRC, DST, 1) };
+        let Next::Frame(f) = Generator::new(cfg).unwrap().next(Instant::now()) else { panic!("no frame") };
+        assert_eq!(f.len(), len);
+        assert_eq!(parse_frame(&f).unwrap().payload_len, len - HEADER_LEN);
+    }
+}
