@@ -126,6 +126,19 @@ impl Lab {
         Ok(self.guests.len() - 1)
     }
 
+    /// Starts a guest process for `spec` running the `#[ignore]`d test `role`.
+    pub fn spawn_role(
+        &mut self,
+        spec: &GuestSpec,
+        role: &str,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<usize> {
+        let mut env: Vec<(&str, String)> = spec.env().into_iter().collect();
+        env.extend(extra.iter().cloned());
+        self.guests.push(spawn_child(role, env)?);
+        Ok(self.guests.len() - 1)
+    }
+
     /// The guest process started as number `index`.
     pub fn guest_process(&mut self, index: usize) -> &mut Child {
         &mut self.guests[index]
