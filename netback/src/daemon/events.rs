@@ -10,6 +10,7 @@ use grant::{DomId, EventChannels, GrantOps};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use xenstore::{Client, Watch};
 
+use super::knobs::KnobRegistry;
 use super::scope::{Scope, drain, scope_of};
 use super::status::{FatalQueue, StatusMap, lock};
 use super::vif::{Ctx, Vif};
@@ -31,6 +32,7 @@ pub(super) struct Daemon<G> {
     pub config: DaemonConfig,
     pub switch: Arc<Switch>,
     pub status: StatusMap,
+    knobs: KnobRegistry,
     root: String,
     epoll: Epoll,
     fatal: Arc<FatalQueue>,
@@ -55,6 +57,7 @@ where
         config: DaemonConfig,
         switch: Arc<Switch>,
         status: StatusMap,
+        knobs: KnobRegistry,
     ) -> Result<Self, DaemonError> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(poll_err)?;
         let fatal = Arc::new(FatalQueue::new().map_err(DaemonError::Poll)?);
@@ -65,6 +68,7 @@ where
             config,
             switch,
             status,
+            knobs,
             root,
             epoll,
             fatal,
@@ -76,7 +80,14 @@ where
     }
 
     fn ctx(&self) -> Ctx<'_, G> {
-        Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal }
+        Ctx {
+            xs: &self.xs,
+            grants: &self.grants,
+            switch: &self.switch,
+            config: &self.config,
+            fatal: &self.fatal,
+            knobs: &self.knobs,
+        }
     }
 
     /// Serves until `stop` is readable; then stops every vif.
@@ -118,7 +129,14 @@ where
         }
         tracing::info!("netback daemon stopping");
         let ctx =
-            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+            Ctx {
+            xs: &self.xs,
+            grants: &self.grants,
+            switch: &self.switch,
+            config: &self.config,
+            fatal: &self.fatal,
+            knobs: &self.knobs,
+        };
         for vif in self.vifs.values_mut() {
             vif.shutdown(&ctx);
         }
@@ -242,6 +260,7 @@ where
     /// The backend directory is gone: stop and drop the vif.
     fn forget(&mut self, id: VifId) {
         self.unwatch(id);
+        self.knobs.forget(id);
         if let Some(mut vif) = self.vifs.remove(&id) {
             vif.stop_worker();
             tracing::info!("{id}: backend directory removed, forgotten");
@@ -260,7 +279,14 @@ where
 
     fn on_release(&mut self) {
         let ctx =
-            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+            Ctx {
+            xs: &self.xs,
+            grants: &self.grants,
+            switch: &self.switch,
+            config: &self.config,
+            fatal: &self.fatal,
+            knobs: &self.knobs,
+        };
         for vif in self.vifs.values_mut() {
             match ctx.xs.is_domain_introduced(vif.id.domid) {
                 Ok(false) => vif.domain_gone(&ctx),
@@ -272,7 +298,14 @@ where
 
     fn on_worker_fatal(&mut self) {
         let ctx =
-            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+            Ctx {
+            xs: &self.xs,
+            grants: &self.grants,
+            switch: &self.switch,
+            config: &self.config,
+            fatal: &self.fatal,
+            knobs: &self.knobs,
+        };
         for (id, generation, message) in self.fatal.drain() {
             if let Some(vif) = self.vifs.get_mut(&id) {
                 vif.worker_failed(&ctx, generation, message);

@@ -62,7 +62,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 grants: &self.grants,
                 domid: self.id.domid,
                 uplink: &self.uplink,
-                counters: &*self.counters,
+                counters: &self.counters,
                 batch: copy.min(left) as usize,
             };
             let more = self.tx_path.drain(&mut self.tx, &ctx)?;
@@ -87,7 +87,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 grants: &self.grants,
                 domid: self.id.domid,
                 uplink: &self.uplink,
-                counters: &*self.counters,
+                counters: &self.counters,
                 batch: left.min(u64::from(copy)) as usize,
             };
             let more = self.rx_path.deliver(&mut self.rx, &ctx)?;
