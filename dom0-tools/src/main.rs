@@ -9,6 +9,7 @@
 
 mod commands;
 mod domain_cmd;
+mod knobs_cmd;
 mod sim;
 mod table;
 
@@ -36,6 +37,10 @@ enum Command {
     Detach(commands::DetachArgs),
     /// Every vif with its xenbus states, and the daemon's counters when it answers.
     List,
+    /// Per-vif counters, rates, notifications per packet, batch sizes and histograms.
+    Stats(knobs_cmd::StatsArgs),
+    /// Change batching knobs of one vif or of all (and the defaults), while traffic runs.
+    Set(knobs_cmd::SetArgs),
     /// Create or destroy a guest domain on the simulated host.
     #[command(subcommand)]
     Domain(domain_cmd::DomainCommand),
@@ -61,6 +66,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = commands::sim_dir(dir)?;
             commands::list(&commands::connect(dir)?, dir)
         }
+        Command::Stats(args) => knobs_cmd::stats(commands::sim_dir(dir)?, args),
+        Command::Set(args) => knobs_cmd::set(commands::sim_dir(dir)?, args),
         Command::Domain(cmd) => domain_cmd::run(commands::sim_dir(dir)?, cmd),
         Command::Sim(args) => sim::run_host(args),
         Command::SimNetback => sim::roles::run_netback(commands::sim_dir(dir)?),

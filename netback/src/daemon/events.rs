@@ -128,8 +128,7 @@ where
             self.publish();
         }
         tracing::info!("netback daemon stopping");
-        let ctx =
-            Ctx {
+        let ctx = Ctx {
             xs: &self.xs,
             grants: &self.grants,
             switch: &self.switch,
@@ -278,8 +277,7 @@ where
     }
 
     fn on_release(&mut self) {
-        let ctx =
-            Ctx {
+        let ctx = Ctx {
             xs: &self.xs,
             grants: &self.grants,
             switch: &self.switch,
@@ -297,8 +295,7 @@ where
     }
 
     fn on_worker_fatal(&mut self) {
-        let ctx =
-            Ctx {
+        let ctx = Ctx {
             xs: &self.xs,
             grants: &self.grants,
             switch: &self.switch,

@@ -167,7 +167,9 @@ impl Vif {
         self.generation += 1;
         let (queue, generation) = (ctx.fatal.clone(), self.generation);
         let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, e.to_string()));
-        let worker = datapath.spawn_with_knobs(port, self.counters.clone(), self.knobs.clone(), on_fatal).map_err(XenbusError::ConnectDatapath)?;
+        let worker = datapath
+            .spawn_with_knobs(port, self.counters.clone(), self.knobs.clone(), on_fatal)
+            .map_err(XenbusError::ConnectDatapath)?;
         self.worker = Some(worker);
         tracing::info!(rings = ?params.rings, "{}: data path running", self.id);
         let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);

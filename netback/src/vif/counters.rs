@@ -30,6 +30,16 @@ macro_rules! counters {
                 VifStats { $($name: self.$name.load(Ordering::Relaxed),)* batching: self.batching.snapshot() }
             }
         }
+
+        impl VifStats {
+            /// What was counted since `earlier` (a previous snapshot of the same vif).
+            pub fn since(&self, earlier: &VifStats) -> VifStats {
+                VifStats {
+                    $($name: self.$name.saturating_sub(earlier.$name),)*
+                    batching: self.batching.since(&earlier.batching),
+                }
+            }
+        }
     };
 }
 
