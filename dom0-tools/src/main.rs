@@ -11,6 +11,7 @@ mod commands;
 mod domain_cmd;
 mod knobs_cmd;
 mod sim;
+mod study;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,12 @@ enum Command {
     /// Run a simulated host with the netback daemon and guests sending each other
     /// traffic, and report per-vif counters and throughput.
     Sim(sim::SimArgs),
+    /// Sweep batch sizes × frame sizes × guests on one simulated host, against a bare
+    /// shared-memory baseline; writes study.csv, throughput.svg and notifications.svg.
+    Study(study::StudyArgs),
+    /// (internal) One end of the study's baseline ring.
+    #[command(hide = true)]
+    StudyRing(study::baseline::RingArgs),
     /// (internal) The netback daemon process started by `sim`.
     #[command(hide = true)]
     SimNetback,
@@ -70,6 +77,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Set(args) => knobs_cmd::set(commands::sim_dir(dir)?, args),
         Command::Domain(cmd) => domain_cmd::run(commands::sim_dir(dir)?, cmd),
         Command::Sim(args) => sim::run_host(args),
+        Command::Study(args) => study::run(args),
+        Command::StudyRing(args) => study::baseline::run_role(args),
         Command::SimNetback => sim::roles::run_netback(commands::sim_dir(dir)?),
         Command::SimGuest(args) => sim::roles::run_guest(args),
     }
