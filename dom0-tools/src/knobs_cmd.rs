@@ -93,7 +93,7 @@ pub fn write_attach_knobs(xs: &Client, backend: &str, knobs: &PartialKnobs) -> a
     }
     KnobValues::default().with(knobs).validate().context("invalid knob flags")?;
     let dir = format!("{backend}/{}", netback::daemon::KNOBS_DIR);
-    xs.transaction(|tx| named.iter().try_for_each(|(n, v)| tx.write(&format!("{dir}/{n}"), &v.to_string())))
+    xs.transaction(|tx| named.iter().try_for_each(|(n, v)| tx.write(&format!("{dir}/{n}"), v.to_string())))
         .with_context(|| format!("writing {dir}"))?;
     println!("  knobs     {}", named.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" "));
     Ok(())
