@@ -43,6 +43,21 @@ pub(super) struct Daemon<G> {
     next_token: u64,
 }
 
+/// The borrowed context of [`Vif`] steps, from the daemon's fields (a macro, so the
+/// borrow stays per field while `self.vifs` is borrowed mutably).
+macro_rules! ctx {
+    ($d:expr) => {
+        Ctx {
+            xs: &$d.xs,
+            grants: &$d.grants,
+            switch: &$d.switch,
+            config: &$d.config,
+            fatal: &$d.fatal,
+            knobs: &$d.knobs,
+        }
+    };
+}
+
 fn poll_err(e: nix::Error) -> DaemonError {
     DaemonError::Poll(e.into())
 }
@@ -80,14 +95,7 @@ where
     }
 
     fn ctx(&self) -> Ctx<'_, G> {
-        Ctx {
-            xs: &self.xs,
-            grants: &self.grants,
-            switch: &self.switch,
-            config: &self.config,
-            fatal: &self.fatal,
-            knobs: &self.knobs,
-        }
+        ctx!(self)
     }
 
     /// Serves until `stop` is readable; then stops every vif.
@@ -128,14 +136,7 @@ where
             self.publish();
         }
         tracing::info!("netback daemon stopping");
-        let ctx = Ctx {
-            xs: &self.xs,
-            grants: &self.grants,
-            switch: &self.switch,
-            config: &self.config,
-            fatal: &self.fatal,
-            knobs: &self.knobs,
-        };
+        let ctx = ctx!(self);
         for vif in self.vifs.values_mut() {
             vif.shutdown(&ctx);
         }
@@ -277,14 +278,7 @@ where
     }
 
     fn on_release(&mut self) {
-        let ctx = Ctx {
-            xs: &self.xs,
-            grants: &self.grants,
-            switch: &self.switch,
-            config: &self.config,
-            fatal: &self.fatal,
-            knobs: &self.knobs,
-        };
+        let ctx = ctx!(self);
         for vif in self.vifs.values_mut() {
             match ctx.xs.is_domain_introduced(vif.id.domid) {
                 Ok(false) => vif.domain_gone(&ctx),
@@ -295,14 +289,7 @@ where
     }
 
     fn on_worker_fatal(&mut self) {
-        let ctx = Ctx {
-            xs: &self.xs,
-            grants: &self.grants,
-            switch: &self.switch,
-            config: &self.config,
-            fatal: &self.fatal,
-            knobs: &self.knobs,
-        };
+        let ctx = ctx!(self);
         for (id, generation, message) in self.fatal.drain() {
             if let Some(vif) = self.vifs.get_mut(&id) {
                 vif.worker_failed(&ctx, generation, message);

@@ -21,7 +21,6 @@ use nix::sys::eventfd::EventFd;
 use std::error::Error;
 use std::fmt;
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
 
 use super::knobs::{KnobValues, Knobs};
 use super::mtu::MtuGate;
@@ -85,7 +84,7 @@ pub(super) struct Worker<G: GrantOps + EventChannels, U: Uplink> {
     knobs: Arc<Knobs>,
     /// The knob values of the last pass.
     seen: KnobValues,
-    epoll: Epoll,
+    pub(super) epoll: Epoll,
     timer: Timer,
     coalescer: Coalescer,
     /// Whether the uplink fd is in the interest set (EPOLLIN) rather than disarmed.
@@ -218,32 +217,6 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         let tx = self.tx.rsp_prod_pvt().wrapping_sub(self.tx.rsp_prod_pushed());
         let rx = self.rx.rsp_prod_pvt().wrapping_sub(self.rx.rsp_prod_pushed());
         tx + rx
-    }
-
-    /// Out of work: polls the rings and the event sources for `busy_poll_usecs`. True if
-    /// work showed up.
-    fn busy_poll(&mut self, knobs: &KnobValues, events: &mut [EpollEvent]) -> Result<bool, DatapathError> {
-        if knobs.busy_poll_usecs == 0 {
-            return Ok(false);
-        }
-        VifCounters::add(&self.counters.batching.busy_polls, 1);
-        let deadline = Instant::now() + Duration::from_micros(knobs.busy_poll_usecs.into());
-        while Instant::now() < deadline {
-            let ring_work = self.tx.unconsumed_requests() > 0;
-            // Level-triggered sources (channels, armed uplink, kill) stay readable for the
-            // next wait.
-            let ready = match self.epoll.wait(events, EpollTimeout::ZERO) {
-                Ok(n) => n > 0,
-                Err(Errno::EINTR) => false,
-                Err(e) => return Err(DatapathError::Poll(e.into())),
-            };
-            if ring_work || ready {
-                VifCounters::add(&self.counters.batching.busy_poll_hits, 1);
-                return Ok(true);
-            }
-            std::hint::spin_loop();
-        }
-        Ok(false)
     }
 
     /// Consumes a pending event of the TX (or only) channel, or of the RX channel.

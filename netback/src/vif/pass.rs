@@ -3,6 +3,10 @@
 //! frames (the TX/RX paths' `batch`), measured into the batching histograms.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{EpollEvent, EpollTimeout};
 
 use grant::{EventChannels, GrantOps};
 
@@ -97,5 +101,31 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 return Ok((more, done));
             }
         }
+    }
+
+    /// Out of work: polls the rings and the event sources for `busy_poll_usecs`. True if
+    /// work showed up.
+    pub(super) fn busy_poll(&mut self, knobs: &KnobValues, events: &mut [EpollEvent]) -> Result<bool, DatapathError> {
+        if knobs.busy_poll_usecs == 0 {
+            return Ok(false);
+        }
+        VifCounters::add(&self.counters.batching.busy_polls, 1);
+        let deadline = Instant::now() + Duration::from_micros(knobs.busy_poll_usecs.into());
+        while Instant::now() < deadline {
+            let ring_work = self.tx.unconsumed_requests() > 0;
+            // Level-triggered sources (channels, armed uplink, kill) stay readable for the
+            // next wait.
+            let ready = match self.epoll.wait(events, EpollTimeout::ZERO) {
+                Ok(n) => n > 0,
+                Err(Errno::EINTR) => false,
+                Err(e) => return Err(DatapathError::Poll(e.into())),
+            };
+            if ring_work || ready {
+                VifCounters::add(&self.counters.batching.busy_poll_hits, 1);
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        Ok(false)
     }
 }
