@@ -33,6 +33,10 @@ pub struct AttachArgs {
     /// Hotplug script (written to the backend's `script` node).
     #[arg(long)]
     pub script: Option<String>,
+    /// Knobs of this vif, written to `<backend>/netback-knobs/<name>`; the daemon applies
+    /// them at every connect of the vif.
+    #[command(flatten)]
+    pub knobs: netback::vif::PartialKnobs,
 }
 
 /// Options of `nbctl detach`.
@@ -74,11 +78,13 @@ pub fn attach(xs: &Client, args: &AttachArgs) -> anyhow::Result<()> {
         script: args.script.clone(),
         ..VifSpec::new(args.domid)
     };
+    netback::vif::KnobValues::default().with(&args.knobs).validate().context("invalid knob flags")?;
     let paths = layout::attach(xs, &spec)?;
     println!("attached {}", layout::vif_name(paths.domid, paths.handle));
     println!("  mac       {}", format_mac(&paths.mac));
     println!("  frontend  {}", paths.frontend);
     println!("  backend   {}", paths.backend);
+    crate::knobs_cmd::write_attach_knobs(xs, &paths.backend, &args.knobs)?;
     Ok(())
 }
 

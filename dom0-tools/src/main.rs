@@ -9,7 +9,9 @@
 
 mod commands;
 mod domain_cmd;
+mod knobs_cmd;
 mod sim;
+mod study;
 mod table;
 
 use clap::{Parser, Subcommand};
@@ -36,12 +38,22 @@ enum Command {
     Detach(commands::DetachArgs),
     /// Every vif with its xenbus states, and the daemon's counters when it answers.
     List,
+    /// Per-vif counters, rates, notifications per packet, batch sizes and histograms.
+    Stats(knobs_cmd::StatsArgs),
+    /// Change batching knobs of one vif or of all (and the defaults), while traffic runs.
+    Set(knobs_cmd::SetArgs),
     /// Create or destroy a guest domain on the simulated host.
     #[command(subcommand)]
     Domain(domain_cmd::DomainCommand),
     /// Run a simulated host with the netback daemon and guests sending each other
     /// traffic, and report per-vif counters and throughput.
     Sim(sim::SimArgs),
+    /// Sweep batch sizes × frame sizes × guests on one simulated host, against a bare
+    /// shared-memory baseline; writes study.csv, throughput.svg and notifications.svg.
+    Study(study::StudyArgs),
+    /// (internal) One end of the study's baseline ring.
+    #[command(hide = true)]
+    StudyRing(study::baseline::RingArgs),
     /// (internal) The netback daemon process started by `sim`.
     #[command(hide = true)]
     SimNetback,
@@ -61,8 +73,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let dir = commands::sim_dir(dir)?;
             commands::list(&commands::connect(dir)?, dir)
         }
+        Command::Stats(args) => knobs_cmd::stats(commands::sim_dir(dir)?, args),
+        Command::Set(args) => knobs_cmd::set(commands::sim_dir(dir)?, args),
         Command::Domain(cmd) => domain_cmd::run(commands::sim_dir(dir)?, cmd),
         Command::Sim(args) => sim::run_host(args),
+        Command::Study(args) => study::run(args),
+        Command::StudyRing(args) => study::baseline::run_role(args),
         Command::SimNetback => sim::roles::run_netback(commands::sim_dir(dir)?),
         Command::SimGuest(args) => sim::roles::run_guest(args),
     }

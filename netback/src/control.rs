@@ -15,7 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::port::PortStats;
-use crate::vif::{VifId, VifStats};
+use crate::vif::{KnobValues, PartialKnobs, VifId, VifStats};
 
 /// How long [`call`] waits for the answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,8 +27,19 @@ pub const SIM_SOCKET_NAME: &str = "netback.sock";
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    /// Every vif the daemon knows, with its state and counters.
+    /// Every vif the daemon knows, with its state, counters and knobs.
     List,
+    /// As [`Request::List`] (answered [`Response::Vifs`]); what `nbctl stats` samples.
+    Stats,
+    /// Changes knobs while traffic runs; answered [`Response::Knobs`] with the new values,
+    /// or [`Response::Error`] (nothing changed) if a value is invalid or the vif unknown.
+    Set {
+        /// One vif; `None` changes every vif and the defaults of vifs probed later.
+        #[serde(default)]
+        vif: Option<VifId>,
+        /// The knobs to change.
+        knobs: PartialKnobs,
+    },
 }
 
 /// The daemon's answer.
@@ -39,6 +50,13 @@ pub enum Response {
     Vifs {
         /// One entry per vif.
         vifs: Vec<VifReport>,
+    },
+    /// Answer to [`Request::Set`]: the knobs now in force.
+    Knobs {
+        /// The defaults of vifs probed from now on.
+        defaults: KnobValues,
+        /// Every vif changed, with all its knobs.
+        vifs: Vec<VifKnobs>,
     },
     /// The request failed.
     Error {
@@ -66,6 +84,18 @@ pub struct VifReport {
     pub stats: VifStats,
     /// The switch port's counters while connected.
     pub port: Option<PortStats>,
+    /// The vif's knobs now.
+    #[serde(default)]
+    pub knobs: KnobValues,
+}
+
+/// One vif's knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VifKnobs {
+    /// The vif.
+    pub id: VifId,
+    /// All its knobs.
+    pub knobs: KnobValues,
 }
 
 /// Failures of the control client.
@@ -89,6 +119,9 @@ pub enum ControlError {
     /// The daemon answered with an error.
     #[error("the daemon refused: {0}")]
     Refused(String),
+    /// The daemon answered with another kind of response than the request calls for.
+    #[error("unexpected answer from the daemon: {0}")]
+    Unexpected(String),
 }
 
 /// Sends one request to the daemon listening on `path` and returns its answer.
@@ -112,6 +145,16 @@ pub fn list(path: &Path) -> Result<Vec<VifReport>, ControlError> {
     match call(path, &Request::List)? {
         Response::Vifs { vifs } => Ok(vifs),
         Response::Error { message } => Err(ControlError::Refused(message)),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// [`Request::Set`]: the defaults and the changed vifs' knobs.
+pub fn set(path: &Path, vif: Option<VifId>, knobs: PartialKnobs) -> Result<(KnobValues, Vec<VifKnobs>), ControlError> {
+    match call(path, &Request::Set { vif, knobs })? {
+        Response::Knobs { defaults, vifs } => Ok((defaults, vifs)),
+        Response::Error { message } => Err(ControlError::Refused(message)),
+        other => Err(ControlError::Unexpected(format!("{other:?}"))),
     }
 }
 

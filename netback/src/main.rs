@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use netback::daemon::{self, DaemonConfig};
 use netback::switch::SwitchConfig;
-use netback::vif::DatapathConfig;
+use netback::vif::{KnobValues, PartialKnobs};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use simhost::SimHost;
@@ -31,12 +31,16 @@ struct Args {
     /// The control socket (default `<sim dir>/netback.sock`).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
-    /// Most TX requests per grant-copy batch.
-    #[arg(long, default_value_t = DatapathConfig::default().tx_batch)]
-    tx_batch: usize,
-    /// Most RX frames per grant-copy batch.
-    #[arg(long, default_value_t = DatapathConfig::default().rx_batch)]
-    rx_batch: usize,
+    /// Initial knobs of every vif (defaults: see `nbctl set --help`; changed at run time
+    /// with `nbctl set`).
+    #[command(flatten)]
+    knobs: PartialKnobs,
+    /// Old name of `--tx-drain-max` (also sets `--copy-batch` unless given).
+    #[arg(long, hide = true)]
+    tx_batch: Option<u32>,
+    /// Old name of `--rx-drain-max`.
+    #[arg(long, hide = true)]
+    rx_batch: Option<u32>,
     /// Most frames queued for one switch port.
     #[arg(long, default_value_t = SwitchConfig::default().port_queue_frames)]
     port_queue_frames: usize,
@@ -46,6 +50,17 @@ struct Args {
 }
 
 impl Args {
+    /// The initial knobs: defaults, then the old batch flags, then the knob flags.
+    fn knobs(&self) -> KnobValues {
+        let old = PartialKnobs {
+            tx_drain_max: self.tx_batch,
+            rx_drain_max: self.rx_batch,
+            copy_batch: self.tx_batch.max(self.rx_batch),
+            ..PartialKnobs::default()
+        };
+        KnobValues::default().with(&old).with(&self.knobs)
+    }
+
     fn config(&self, sim_dir: &Path) -> DaemonConfig {
         DaemonConfig {
             backend_domid: 0,
@@ -54,7 +69,8 @@ impl Args {
                 mac_aging: Duration::from_secs(self.mac_aging_secs),
                 ..SwitchConfig::default()
             },
-            datapath: DatapathConfig { tx_batch: self.tx_batch, rx_batch: self.rx_batch, ..DatapathConfig::default() },
+            datapath: Default::default(),
+            knobs: self.knobs(),
             control_socket: Some(
                 self.control.clone().unwrap_or_else(|| sim_dir.join(netback::control::SIM_SOCKET_NAME)),
             ),
@@ -68,9 +84,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if args.tx_batch == 0 || args.rx_batch == 0 || args.port_queue_frames == 0 {
-        bail!("--tx-batch, --rx-batch and --port-queue-frames must be at least 1");
+    if args.port_queue_frames == 0 {
+        bail!("--port-queue-frames must be at least 1");
     }
+    args.knobs().validate().context("invalid knob flags")?;
     let real_xen = Path::new("/dev/xen").exists();
     if real_xen && args.sim_dir.is_none() && !args.embedded {
         bail!("real Xen support is not built yet; run with --embedded to serve a simulated host");

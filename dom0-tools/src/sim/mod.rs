@@ -7,7 +7,7 @@
 //! `data/start`, collects the guests' JSON reports and the daemon's counters, prints
 //! the table, then detaches everything and stops the daemon.
 
-mod procs;
+pub(crate) mod procs;
 mod report;
 pub mod roles;
 
@@ -118,7 +118,7 @@ fn size_arg(s: &str) -> Result<FrameSize, String> {
 }
 
 /// The MAC of a sim guest: `00:16:3e:00:00:<domid>`.
-fn guest_mac(domid: DomId) -> Mac {
+pub(crate) fn guest_mac(domid: DomId) -> Mac {
     let [hi, lo] = domid.to_be_bytes();
     [0x00, 0x16, 0x3e, 0x00, hi, lo]
 }
@@ -215,7 +215,7 @@ fn rate(args: &SimArgs) -> String {
 
 /// Waits until every vif's backend and frontend say Connected, failing early if a child
 /// process dies.
-fn wait_connected(xs: &xenstore::Client, ids: &[DomId], procs: &mut Procs) -> anyhow::Result<()> {
+pub(crate) fn wait_connected(xs: &xenstore::Client, ids: &[DomId], procs: &mut Procs) -> anyhow::Result<()> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         let entries = layout::list(xs, 0)?;
@@ -236,6 +236,6 @@ fn wait_connected(xs: &xenstore::Client, ids: &[DomId], procs: &mut Procs) -> an
 }
 
 /// Parses the last line of a guest's stdout as its report.
-fn parse_report(stdout: &str) -> Option<PeerReport> {
+pub(crate) fn parse_report(stdout: &str) -> Option<PeerReport> {
     stdout.lines().rev().find(|l| !l.trim().is_empty()).and_then(|l| PeerReport::from_json_line(l).ok())
 }

@@ -10,6 +10,7 @@ use grant::{DomId, EventChannels, GrantOps};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use xenstore::{Client, Watch};
 
+use super::knobs::KnobRegistry;
 use super::scope::{Scope, drain, scope_of};
 use super::status::{FatalQueue, StatusMap, lock};
 use super::vif::{Ctx, Vif};
@@ -31,6 +32,7 @@ pub(super) struct Daemon<G> {
     pub config: DaemonConfig,
     pub switch: Arc<Switch>,
     pub status: StatusMap,
+    knobs: KnobRegistry,
     root: String,
     epoll: Epoll,
     fatal: Arc<FatalQueue>,
@@ -39,6 +41,21 @@ pub(super) struct Daemon<G> {
     watches: HashMap<u64, (VifId, Watch)>,
     tokens: HashMap<VifId, u64>,
     next_token: u64,
+}
+
+/// The borrowed context of [`Vif`] steps, from the daemon's fields (a macro, so the
+/// borrow stays per field while `self.vifs` is borrowed mutably).
+macro_rules! ctx {
+    ($d:expr) => {
+        Ctx {
+            xs: &$d.xs,
+            grants: &$d.grants,
+            switch: &$d.switch,
+            config: &$d.config,
+            fatal: &$d.fatal,
+            knobs: &$d.knobs,
+        }
+    };
 }
 
 fn poll_err(e: nix::Error) -> DaemonError {
@@ -55,6 +72,7 @@ where
         config: DaemonConfig,
         switch: Arc<Switch>,
         status: StatusMap,
+        knobs: KnobRegistry,
     ) -> Result<Self, DaemonError> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(poll_err)?;
         let fatal = Arc::new(FatalQueue::new().map_err(DaemonError::Poll)?);
@@ -65,6 +83,7 @@ where
             config,
             switch,
             status,
+            knobs,
             root,
             epoll,
             fatal,
@@ -76,7 +95,7 @@ where
     }
 
     fn ctx(&self) -> Ctx<'_, G> {
-        Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal }
+        ctx!(self)
     }
 
     /// Serves until `stop` is readable; then stops every vif.
@@ -117,8 +136,7 @@ where
             self.publish();
         }
         tracing::info!("netback daemon stopping");
-        let ctx =
-            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+        let ctx = ctx!(self);
         for vif in self.vifs.values_mut() {
             vif.shutdown(&ctx);
         }
@@ -242,6 +260,7 @@ where
     /// The backend directory is gone: stop and drop the vif.
     fn forget(&mut self, id: VifId) {
         self.unwatch(id);
+        self.knobs.forget(id);
         if let Some(mut vif) = self.vifs.remove(&id) {
             vif.stop_worker();
             tracing::info!("{id}: backend directory removed, forgotten");
@@ -259,8 +278,7 @@ where
     }
 
     fn on_release(&mut self) {
-        let ctx =
-            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+        let ctx = ctx!(self);
         for vif in self.vifs.values_mut() {
             match ctx.xs.is_domain_introduced(vif.id.domid) {
                 Ok(false) => vif.domain_gone(&ctx),
@@ -271,8 +289,7 @@ where
     }
 
     fn on_worker_fatal(&mut self) {
-        let ctx =
-            Ctx { xs: &self.xs, grants: &self.grants, switch: &self.switch, config: &self.config, fatal: &self.fatal };
+        let ctx = ctx!(self);
         for (id, generation, message) in self.fatal.drain() {
             if let Some(vif) = self.vifs.get_mut(&id) {
                 vif.worker_failed(&ctx, generation, message);

@@ -6,6 +6,7 @@
 //! connected vif has its own worker thread (see [`crate::vif`]).
 
 mod events;
+mod knobs;
 mod scope;
 mod status;
 mod vif;
@@ -20,7 +21,9 @@ use xenstore::Client;
 
 use crate::control::ControlServer;
 use crate::switch::{Switch, SwitchConfig};
-use crate::vif::DatapathConfig;
+use crate::vif::{DatapathConfig, KnobValues};
+
+pub use self::knobs::KNOBS_DIR;
 
 /// Settings of the daemon. The default is Dom0's daemon with default tunables and no
 /// control socket.
@@ -30,8 +33,12 @@ pub struct DaemonConfig {
     pub backend_domid: DomId,
     /// Embedded switch tunables.
     pub switch: SwitchConfig,
-    /// Data-path tunables given to every vif.
+    /// Data-path configuration given to every vif (its `tx_batch`/`rx_batch` are ignored:
+    /// the knobs rule).
     pub datapath: DatapathConfig,
+    /// The knobs every vif starts with (changed at run time by a control `Set` without a
+    /// vif, and per vif by the backend's `netback-knobs/` nodes at connect).
+    pub knobs: KnobValues,
     /// Where to serve the control socket; `None` serves none.
     pub control_socket: Option<PathBuf>,
 }
@@ -66,6 +73,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The initial knobs are invalid.
+    #[error("invalid knobs")]
+    Knobs(#[source] crate::vif::KnobError),
     /// Waiting for events.
     #[error("polling the daemon's event sources")]
     Poll(#[source] std::io::Error),
@@ -87,13 +97,16 @@ pub fn run<G>(grants: G, xs: Client, config: DaemonConfig, stop: BorrowedFd<'_>)
 where
     G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
 {
+    config.knobs.validate().map_err(DaemonError::Knobs)?;
     let switch = Switch::new(config.switch.clone());
     let status = status::StatusMap::default();
+    let knobs = knobs::KnobRegistry::new(config.knobs);
     // Dropped (socket removed) when this function returns, after the vifs are stopped.
     let _control = match &config.control_socket {
         Some(path) => {
-            let (status, switch) = (status.clone(), switch.clone());
-            let handler = Arc::new(move |request: &crate::control::Request| status::answer(&status, &switch, request));
+            let (status, switch, knobs) = (status.clone(), switch.clone(), knobs.clone());
+            let handler =
+                Arc::new(move |request: &crate::control::Request| status::answer(&status, &switch, &knobs, request));
             let server = ControlServer::bind(path, handler)
                 .map_err(|source| DaemonError::ControlSocket { path: path.clone(), source })?;
             tracing::info!(path = %path.display(), "control socket listening");
@@ -101,7 +114,7 @@ where
         }
         None => None,
     };
-    events::Daemon::new(xs, grants, config, switch, status)?.run(stop)
+    events::Daemon::new(xs, grants, config, switch, status, knobs)?.run(stop)
 }
 
 /// Joins the simulated host in `dir` as Dom0 and runs the daemon there (see [`run`]).

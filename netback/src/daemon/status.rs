@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use super::knobs::KnobRegistry;
 use crate::control::{Request, Response, VifReport};
 use crate::switch::Switch;
 use crate::vif::{VifCounters, VifId};
@@ -31,10 +32,11 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Answers control requests from `status` and `switch`.
-pub(super) fn answer(status: &StatusMap, switch: &Switch, request: &Request) -> Response {
+/// Answers control requests from `status`, `switch` and `knobs`.
+pub(super) fn answer(status: &StatusMap, switch: &Switch, knobs: &KnobRegistry, request: &Request) -> Response {
     match request {
-        Request::List => {
+        Request::Set { vif, knobs: change } => knobs.set(*vif, change),
+        Request::List | Request::Stats => {
             let ports = switch.snapshot();
             let vifs = lock(status)
                 .iter()
@@ -50,6 +52,7 @@ pub(super) fn answer(status: &StatusMap, switch: &Switch, request: &Request) -> 
                         error: s.error.clone(),
                         stats: s.counters.snapshot(),
                         port,
+                        knobs: knobs.values(*id).unwrap_or_else(|| knobs.defaults()),
                     }
                 })
                 .collect();

@@ -7,9 +7,10 @@ use grant::{EventChannels, GrantOps};
 use xenstore::Client;
 
 use super::DaemonConfig;
+use super::knobs::{KnobRegistry, read_backend_knobs};
 use super::status::{FatalQueue, VifStatus};
 use crate::switch::Switch;
-use crate::vif::{Datapath, DatapathConfig, VifCounters, VifId, WorkerExit, WorkerHandle};
+use crate::vif::{Datapath, DatapathConfig, Knobs, VifCounters, VifId, WorkerExit, WorkerHandle};
 use crate::xenbus::{self, FrontendState, Hotplug, Inputs, Step, XenbusError, XenbusState, keys};
 
 /// What applying steps needs, borrowed from the daemon.
@@ -19,6 +20,7 @@ pub(super) struct Ctx<'a, G> {
     pub switch: &'a Arc<Switch>,
     pub config: &'a DaemonConfig,
     pub fatal: &'a Arc<FatalQueue>,
+    pub knobs: &'a KnobRegistry,
 }
 
 /// A vif the daemon probed.
@@ -33,6 +35,8 @@ pub(super) struct Vif {
     /// Bumped at every connect, so a late failure report of an old worker is ignored.
     generation: u64,
     counters: Arc<VifCounters>,
+    /// Live knobs, shared with the worker and the control socket (kept across reconnects).
+    knobs: Arc<Knobs>,
     error: Option<String>,
     mac: Option<String>,
     /// The toolstack detached it: no more frontend watch, no reconnect.
@@ -65,6 +69,7 @@ impl Vif {
             worker: None,
             generation: 0,
             counters: Arc::default(),
+            knobs: ctx.knobs.vif(id),
             error: None,
             mac,
             detached: false,
@@ -149,14 +154,22 @@ impl Vif {
     {
         let params = keys::read_connect_params(ctx.xs, &self.frontend, &self.backend)?;
         self.mac = Some(xenbus::format_mac(&params.mac));
-        let config = DatapathConfig { features: params.features, ..ctx.config.datapath };
+        let change = read_backend_knobs(ctx.xs, &self.backend, self.id);
+        if let Err(e) = self.knobs.apply(&change) {
+            tracing::warn!("{}: ignoring the knobs of {}/{}: {e}", self.id, self.backend, super::KNOBS_DIR);
+        }
+        let values = self.knobs.get();
+        let (tx_batch, rx_batch) = (values.tx_drain_max as usize, values.rx_drain_max as usize);
+        let config = DatapathConfig { tx_batch, rx_batch, features: params.features };
         let datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, config)
             .map_err(XenbusError::ConnectDatapath)?;
         let port = ctx.switch.add_port(&self.id.to_string()).map_err(XenbusError::AddSwitchPort)?;
         self.generation += 1;
         let (queue, generation) = (ctx.fatal.clone(), self.generation);
         let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, e.to_string()));
-        let worker = datapath.spawn(port, self.counters.clone(), on_fatal).map_err(XenbusError::ConnectDatapath)?;
+        let worker = datapath
+            .spawn_with_knobs(port, self.counters.clone(), self.knobs.clone(), on_fatal)
+            .map_err(XenbusError::ConnectDatapath)?;
         self.worker = Some(worker);
         tracing::info!(rings = ?params.rings, features = ?params.features, "{}: data path running", self.id);
         let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);

@@ -2,25 +2,42 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use super::histogram::{BatchCounters, BatchStats};
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
         /// Live counters of one vif, shared between its worker (the only writer) and readers.
         #[derive(Debug, Default)]
         pub struct VifCounters {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Batching measurements (see [`BatchCounters`]).
+            pub batching: BatchCounters,
         }
 
         /// A copy of [`VifCounters`] at one moment. Directions are the guest's: `tx` is what
         /// the guest sent (its TX ring), `rx` what it received (its RX ring).
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
         pub struct VifStats {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[$doc])* #[serde(default)] pub $name: u64,)*
+            /// Batching measurements.
+            #[serde(default)]
+            pub batching: BatchStats,
         }
 
         impl VifCounters {
             /// Reads every counter (each atomically; the set is not one snapshot).
             pub fn snapshot(&self) -> VifStats {
-                VifStats { $($name: self.$name.load(Ordering::Relaxed),)* }
+                VifStats { $($name: self.$name.load(Ordering::Relaxed),)* batching: self.batching.snapshot() }
+            }
+        }
+
+        impl VifStats {
+            /// What was counted since `earlier` (a previous snapshot of the same vif).
+            pub fn since(&self, earlier: &VifStats) -> VifStats {
+                VifStats {
+                    $($name: self.$name.saturating_sub(earlier.$name),)*
+                    batching: self.batching.since(&earlier.batching),
+                }
             }
         }
     };

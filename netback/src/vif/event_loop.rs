@@ -1,10 +1,17 @@
 //! The worker's loop: one epoll set over typed tokens, TX then RX work, and re-arming of
 //! both rings' events before sleeping.
 //!
-//! Nothing is busy-polled. The worker sleeps (`epoll_wait` without timeout) only after
-//! `final_check_for_requests` found no TX request and the RX side is idle; the uplink's
-//! level-readable fd is in the interest set only while the RX ring has unconsumed requests,
-//! otherwise a guest that posts no buffers would make it spin.
+//! Every pass re-reads the vif's [`Knobs`]: it drains at most `tx_drain_max` TX requests
+//! and `rx_drain_max` RX frames, in grant-copy calls of at most `copy_batch` frames (see
+//! `pass.rs`). Written responses are pushed (and the frontend notified if it asks) at once
+//! when the worker runs out of work; while it stays busy, only every `notify_every`
+//! responses or `notify_usecs` µs ([`Coalescer`]). When work runs out the worker polls for
+//! `busy_poll_usecs`, then sleeps (`epoll_wait` without timeout) only after
+//! `final_check_for_requests` found no TX request and the RX side is idle. After a pass that
+//! consumed TX requests the TX event may be armed `req_event_ahead` slots ahead; the timerfd
+//! then bounds the sleep. The uplink's level-readable fd is in the interest set only while
+//! the RX ring has unconsumed requests, otherwise a guest that posts no buffers would make
+//! it spin.
 
 use grant::{EventChannel, EventChannels, GrantMapping, GrantOps};
 use netif::{BackRing, RxRing, TxRing};
@@ -15,8 +22,11 @@ use std::error::Error;
 use std::fmt;
 use std::sync::{Arc, PoisonError};
 
-use super::rx::{RxContext, RxPath};
-use super::tx::{TxContext, TxPath};
+use super::knobs::{KnobValues, Knobs};
+use super::mtu::MtuGate;
+use super::pacing::{Coalescer, Timer, ahead_wait};
+use super::rx::RxPath;
+use super::tx::TxPath;
 use super::worker::{DatapathError, FatalCallback, StopFlag};
 use super::{Datapath, DatapathConfig, VifCounters, VifId};
 use crate::port::Uplink;
@@ -33,11 +43,13 @@ enum Token {
     Uplink = 3,
     /// [`WorkerHandle::stop`](super::WorkerHandle::stop).
     Kill = 4,
+    /// The coalescing timer.
+    Timer = 5,
 }
 
 impl Token {
     fn from_u64(v: u64) -> Option<Token> {
-        [Token::TxEvent, Token::RxEvent, Token::Uplink, Token::Kill].into_iter().find(|t| *t as u64 == v)
+        [Token::TxEvent, Token::RxEvent, Token::Uplink, Token::Kill, Token::Timer].into_iter().find(|t| *t as u64 == v)
     }
 }
 
@@ -58,20 +70,27 @@ impl fmt::Display for Chain<'_> {
 
 /// Everything the worker thread owns. Dropping it unmaps the rings and unbinds the channels.
 pub(super) struct Worker<G: GrantOps + EventChannels, U: Uplink> {
-    id: VifId,
-    grants: G,
-    tx: BackRing<TxRing, GrantMapping>,
-    rx: BackRing<RxRing, GrantMapping>,
+    pub(super) id: VifId,
+    pub(super) grants: G,
+    pub(super) tx: BackRing<TxRing, GrantMapping>,
+    pub(super) rx: BackRing<RxRing, GrantMapping>,
     tx_channel: G::Channel,
     rx_channel: Option<G::Channel>,
-    config: DatapathConfig,
-    uplink: U,
-    counters: Arc<VifCounters>,
-    epoll: Epoll,
+    /// The configuration at connect (its batches are the knobs' initial values).
+    #[allow(dead_code)]
+    pub(super) config: DatapathConfig,
+    pub(super) uplink: MtuGate<U>,
+    pub(super) counters: Arc<VifCounters>,
+    knobs: Arc<Knobs>,
+    /// The knob values of the last pass.
+    seen: KnobValues,
+    pub(super) epoll: Epoll,
+    timer: Timer,
+    coalescer: Coalescer,
     /// Whether the uplink fd is in the interest set (EPOLLIN) rather than disarmed.
     uplink_armed: bool,
-    tx_path: TxPath,
-    rx_path: RxPath,
+    pub(super) tx_path: TxPath,
+    pub(super) rx_path: RxPath,
 }
 
 impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
@@ -80,9 +99,11 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         dp: Datapath<G>,
         uplink: U,
         counters: Arc<VifCounters>,
+        knobs: Arc<Knobs>,
         epoll: Epoll,
         kill: &EventFd,
     ) -> Result<Self, nix::Error> {
+        let timer = Timer::new()?;
         let interest = |token: Token| EpollEvent::new(EpollFlags::EPOLLIN, token as u64);
         epoll.add(&dp.tx_channel, interest(Token::TxEvent))?;
         if let Some(rx) = &dp.rx_channel {
@@ -90,6 +111,9 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         }
         epoll.add(uplink.ready_fd(), interest(Token::Uplink))?;
         epoll.add(kill, interest(Token::Kill))?;
+        epoll.add(&timer, interest(Token::Timer))?;
+        let seen = knobs.get();
+        let uplink = MtuGate::new(uplink, seen.max_frame_len(), counters.clone());
         let Datapath { id, grants, tx, rx, tx_channel, rx_channel, config } = dp;
         Ok(Self {
             id,
@@ -101,7 +125,11 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
             config,
             uplink,
             counters,
+            knobs,
+            seen,
             epoll,
+            timer,
+            coalescer: Coalescer::default(),
             uplink_armed: true,
             tx_path: TxPath::default(),
             rx_path: RxPath::default(),
@@ -134,7 +162,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     }
 
     fn serve(&mut self) -> Result<(), DatapathError> {
-        let mut events = [EpollEvent::empty(); 4];
+        let mut events = [EpollEvent::empty(); 5];
         // The frontend may have queued requests before we started: look before sleeping.
         let mut busy = true;
         loop {
@@ -149,25 +177,46 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                     Some(Token::Kill) => return Ok(()),
                     Some(Token::TxEvent) => self.take_event(false)?,
                     Some(Token::RxEvent) => self.take_event(true)?,
+                    Some(Token::Timer) => {
+                        if self.timer.take() {
+                            VifCounters::add(&self.counters.batching.timer_wakeups, 1);
+                        }
+                    }
                     Some(Token::Uplink) | None => {}
                 }
             }
-            let domid = self.id.domid;
-            let (grants, uplink, counters) = (&self.grants, &self.uplink, &*self.counters);
-            let tx_ctx = TxContext { grants, domid, uplink, counters, batch: self.config.tx_batch.max(1) };
-            let tx_more = self.tx_path.drain(&mut self.tx, &tx_ctx)?;
-            let rx_ctx = RxContext {
-                grants,
-                domid,
-                uplink,
-                counters,
-                batch: self.config.rx_batch.max(1),
-                features: self.config.features,
-            };
-            let rx_more = self.rx_path.deliver(&mut self.rx, &rx_ctx)?;
-            self.push_and_notify()?;
-            busy = tx_more || rx_more || self.rearm()?;
+            let knobs = self.refresh_knobs();
+            let pass = self.pass(&knobs)?;
+            let pending = self.unpushed();
+            if self.coalescer.hold(&knobs, pending, pass.more, pass.progress) {
+                VifCounters::add(&self.counters.batching.pushes_deferred, 1);
+                busy = true;
+                continue;
+            }
+            if pending > 0 {
+                self.push_and_notify()?;
+            }
+            busy = pass.more || self.busy_poll(&knobs, &mut events)? || self.rearm(&knobs, pass.tx_consumed)?;
         }
+    }
+
+    /// The knobs for this pass (counting a change).
+    fn refresh_knobs(&mut self) -> KnobValues {
+        let knobs = self.knobs.get();
+        if knobs != self.seen {
+            tracing::debug!(vif = %self.id, ?knobs, "knobs changed");
+            VifCounters::add(&self.counters.batching.knob_changes, 1);
+            self.uplink.set_max_len(knobs.max_frame_len());
+            self.seen = knobs;
+        }
+        knobs
+    }
+
+    /// Responses written but not yet pushed, both rings.
+    fn unpushed(&self) -> u32 {
+        let tx = self.tx.rsp_prod_pvt().wrapping_sub(self.tx.rsp_prod_pushed());
+        let rx = self.rx.rsp_prod_pvt().wrapping_sub(self.rx.rsp_prod_pushed());
+        tx + rx
     }
 
     /// Consumes a pending event of the TX (or only) channel, or of the RX channel.
@@ -183,6 +232,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     /// when the channel is shared, once per channel asking when split.
     fn push_and_notify(&mut self) -> Result<(), DatapathError> {
         // Skipping an empty push keeps the shared page untouched when there is nothing new.
+        VifCounters::add(&self.counters.batching.pushes, 1);
         let tx = self.tx.rsp_prod_pushed() != self.tx.rsp_prod_pvt() && self.tx.push_responses_and_check_notify();
         let rx = self.rx.rsp_prod_pushed() != self.rx.rsp_prod_pvt() && self.rx.push_responses_and_check_notify();
         let (tx_channel, rx_channel) = match &self.rx_channel {
@@ -204,14 +254,33 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         Ok(())
     }
 
-    /// Before sleeping: arms the TX event; arms the uplink fd if RX buffers are posted, or
-    /// else disarms it and arms the RX event. True if work showed up meanwhile.
-    fn rearm(&mut self) -> Result<bool, DatapathError> {
-        let tx_work = self.tx_path.final_check(&mut self.tx);
+    /// Before sleeping: arms the TX event (`req_event_ahead` slots ahead after a pass that
+    /// consumed TX requests, with the timer bounding the sleep); arms the uplink fd if RX
+    /// buffers are posted, or else disarms it and arms the RX event. True if work showed up
+    /// meanwhile.
+    fn rearm(&mut self, knobs: &KnobValues, tx_consumed: bool) -> Result<bool, DatapathError> {
+        let mut tx_work = self.tx_path.final_check(&mut self.tx);
+        // Unconsumed requests without work: the TX path waits for the rest of a packet and
+        // set its own event.
+        let mut ahead = false;
+        if !tx_work && tx_consumed && knobs.req_event_ahead > 1 && self.tx.unconsumed_requests() == 0 {
+            tx_work = self.tx.final_check_for_requests_with_event(knobs.req_event_ahead);
+            ahead = !tx_work;
+        }
+        // A frame waiting for more RX slots than are posted counts as "not posted": the
+        // RX path arms the event for as many slots as it needs.
         let posted = self.rx_path.can_deliver(&self.rx);
         self.arm_uplink(posted)?;
         let rx_work = !posted && self.rx_path.final_check(&mut self.rx);
-        Ok(tx_work || rx_work)
+        let work = tx_work || rx_work;
+        let timer = |e: nix::Error| DatapathError::Poll(e.into());
+        if ahead && !work {
+            VifCounters::add(&self.counters.batching.events_armed_ahead, 1);
+            self.timer.arm(ahead_wait(knobs)).map_err(timer)?;
+        } else {
+            self.timer.disarm().map_err(timer)?;
+        }
+        Ok(work)
     }
 
     fn arm_uplink(&mut self, armed: bool) -> Result<(), DatapathError> {

@@ -12,6 +12,11 @@
 mod connect;
 mod counters;
 mod event_loop;
+mod histogram;
+pub mod knobs;
+mod mtu;
+mod pacing;
+mod pass;
 mod rx;
 mod rx_prepare;
 mod tx;
@@ -24,6 +29,8 @@ use grant::{DomId, EvtchnPort, GrantRef};
 
 pub use self::connect::{ConnectError, Datapath};
 pub use self::counters::{VifCounters, VifStats};
+pub use self::histogram::{BUCKETS, BatchCounters, BatchStats, Histogram, HistogramStats, bucket_label};
+pub use self::knobs::{KnobError, KnobValues, Knobs, PartialKnobs};
 pub use self::worker::{DatapathError, FatalCallback, WorkerExit, WorkerHandle};
 
 /// Names a vif: the guest's domain and the device handle (`backend/vif/<domid>/<handle>`).

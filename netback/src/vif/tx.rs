@@ -106,6 +106,7 @@ impl TxPath {
                 }
                 Parsed::Packet(packet) => {
                     ring.skip_requests(packet.slots()).map_err(|source| DatapathError::Ring { ring: "TX", source })?;
+                    ctx.counters.record_slots(packet.slots());
                     packets += 1;
                     self.plan(packet, ctx.counters);
                 }

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use grant::{EventChannels, GrantOps};
 
 use super::event_loop::Worker;
+use super::knobs::{KnobValues, Knobs};
 use super::{ConnectError, Datapath, VifCounters, VifId};
 use crate::port::Uplink;
 
@@ -74,7 +75,8 @@ pub struct WorkerHandle {
     stop_requested: StopFlag,
 }
 
-/// Starts `dp`'s worker thread (see [`Datapath::spawn`]).
+/// Starts `dp`'s worker thread (see [`Datapath::spawn`]) with knobs of its own, initialised
+/// from its configuration (`tx_batch`, `rx_batch`; the larger is the copy batch).
 pub(super) fn spawn<G, U>(
     dp: Datapath<G>,
     uplink: U,
@@ -85,11 +87,42 @@ where
     G: GrantOps + EventChannels + Send + 'static,
     U: Uplink + 'static,
 {
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).clamp(1, super::knobs::RING_SIZE);
+    let (tx, rx) = (clamp(dp.config.tx_batch), clamp(dp.config.rx_batch));
+    let values = KnobValues { tx_drain_max: tx, rx_drain_max: rx, copy_batch: tx.max(rx), ..KnobValues::default() };
+    spawn_with_knobs(dp, uplink, counters, Arc::new(Knobs::new(values)), on_fatal)
+}
+
+impl<G: GrantOps + EventChannels + Send + 'static> Datapath<G> {
+    /// As [`Datapath::spawn`], with live `knobs` shared with the caller: the worker re-reads
+    /// them at every pass, so changes apply while traffic runs.
+    pub fn spawn_with_knobs<U: Uplink + 'static>(
+        self,
+        uplink: U,
+        counters: Arc<VifCounters>,
+        knobs: Arc<Knobs>,
+        on_fatal: FatalCallback,
+    ) -> Result<WorkerHandle, ConnectError> {
+        spawn_with_knobs(self, uplink, counters, knobs, on_fatal)
+    }
+}
+
+fn spawn_with_knobs<G, U>(
+    dp: Datapath<G>,
+    uplink: U,
+    counters: Arc<VifCounters>,
+    knobs: Arc<Knobs>,
+    on_fatal: FatalCallback,
+) -> Result<WorkerHandle, ConnectError>
+where
+    G: GrantOps + EventChannels + Send + 'static,
+    U: Uplink + 'static,
+{
     let setup = |e: nix::Error| ConnectError::PollSetup(e.into());
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(setup)?;
     let kill = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(setup)?;
     let id = dp.id;
-    let worker = Worker::new(dp, uplink, counters, epoll, &kill).map_err(setup)?;
+    let worker = Worker::new(dp, uplink, counters, knobs, epoll, &kill).map_err(setup)?;
     let stop_requested = StopFlag::default();
     let stop = stop_requested.clone();
     let thread = std::thread::Builder::new()
