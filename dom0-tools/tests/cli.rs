@@ -47,7 +47,7 @@ fn nbctl_rejects_bad_input_clearly() {
         (&["attach", "1", "--mac", "00:16:3e:zz:00:01"], "not a MAC address"),
         (&["detach", "1"], "<HANDLE>"),
         (&["sim", "--guests", "1"], "1 is not in 2..=250"),
-        (&["sim", "--size", "20"], "outside 60..=1514"),
+        (&["sim", "--size", "20"], "outside 60..=65535"),
         (&["sim", "--size", "1000-100"], "MIN is larger than MAX"),
         (&["sim", "--duration", "0"], "number of seconds"),
         (&["frobnicate"], "unrecognized subcommand"),

@@ -37,7 +37,8 @@ pub struct SimArgs {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 3.0, value_parser = duration_arg)]
     pub duration: f64,
-    /// Frame size in bytes: `N` or `MIN-MAX` (uniform), within 60..=1514.
+    /// Frame size in bytes: `N` or `MIN-MAX` (uniform), within 60..=65535 (a large effective
+    /// MTU: frames over one page go as scatter-gather chains).
     #[arg(long, default_value = "60-1514", value_parser = size_arg)]
     pub size: FrameSize,
     /// Frames per second per guest; 0 = as fast as possible.
@@ -99,11 +100,12 @@ fn duration_arg(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses `N` or `MIN-MAX`, each within one untagged Ethernet frame (60..=1514).
+/// Parses `N` or `MIN-MAX`, each within 60..=65535 (frames over 4096 bytes travel as
+/// scatter-gather chains: the guests negotiate `feature-sg`).
 fn size_arg(s: &str) -> Result<FrameSize, String> {
     let num = |v: &str| -> Result<usize, String> {
         let n = v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"))?;
-        if (60..=1514).contains(&n) { Ok(n) } else { Err(format!("frame size {n} outside 60..=1514")) }
+        if (60..=65535).contains(&n) { Ok(n) } else { Err(format!("frame size {n} outside 60..=65535")) }
     };
     match s.split_once('-') {
         Some((min, max)) => {

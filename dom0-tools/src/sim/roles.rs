@@ -5,7 +5,7 @@ use crate::commands::CONTROL_SOCKET;
 use anyhow::Context;
 use netback::daemon::{DaemonConfig, run_sim};
 use netfront_test::session::{PeerConfig, StartGate, run_peer_traffic};
-use netfront_test::{Netfront, NetfrontConfig};
+use netfront_test::{Features, Netfront, NetfrontConfig};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use std::net::Ipv4Addr;
@@ -40,7 +40,9 @@ pub fn run_netback(dir: &Path) -> anyhow::Result<()> {
 pub fn run_guest(args: &GuestArgs) -> anyhow::Result<()> {
     let session = simhost::join_from_env().context("joining the sim host as a guest")?;
     let domid = session.domid();
-    let config = NetfrontConfig { timeout: GUEST_TIMEOUT, ..NetfrontConfig::default() };
+    // Scatter-gather, so frames up to 64 KiB (a large effective MTU) can be studied.
+    let features = Features { sg: true, ..Features::default() };
+    let config = NetfrontConfig { timeout: GUEST_TIMEOUT, features, ..NetfrontConfig::default() };
     let mut nf = Netfront::connect(&session.domain, session.xenstore.clone(), 0, config)
         .with_context(|| format!("guest {domid}: connecting vif{domid}.0"))?;
     tracing::info!(domid, "netfront connected");

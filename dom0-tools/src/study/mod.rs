@@ -28,7 +28,7 @@ pub struct StudyArgs {
     /// Batch sizes: each sets tx-drain-max, rx-drain-max and copy-batch.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64,256")]
     pub batch: Vec<u32>,
-    /// Frame sizes in bytes (60..=1514).
+    /// Frame sizes in bytes (60..=65535; over 4096 they travel as scatter-gather chains).
     #[arg(long, value_delimiter = ',', default_value = "64,1514")]
     pub frame_size: Vec<usize>,
     /// Numbers of guests (at least 2; guest i sends to guest i+1).
@@ -51,7 +51,7 @@ impl StudyArgs {
         anyhow::ensure!(self.warmup >= 0.0 && self.warmup.is_finite(), "--warmup must be ≥ 0");
         anyhow::ensure!(!self.batch.is_empty() && !self.frame_size.is_empty(), "empty grid");
         anyhow::ensure!(self.guests.iter().all(|&g| (2..=250).contains(&g)), "--guests must be within 2..=250");
-        anyhow::ensure!(self.frame_size.iter().all(|s| (60..=1514).contains(s)), "frame sizes must be 60..=1514");
+        anyhow::ensure!(self.frame_size.iter().all(|s| (60..=65535).contains(s)), "frame sizes must be 60..=65535");
         for p in self.points() {
             netback::vif::KnobValues::default().with(&p.knobs).validate().context("invalid grid point")?;
         }
