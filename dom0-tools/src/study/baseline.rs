@@ -21,7 +21,8 @@ const PROD: usize = 0;
 const CONS: usize = 64;
 const DONE: usize = 128;
 const SLOTS: u64 = 256;
-const SLOT_SIZE: usize = 2048;
+/// One slot: a length word and a frame of up to 64 KiB (17 pages).
+const SLOT_SIZE: usize = 17 * 4096;
 const FIRST_SLOT: usize = 4096;
 const LEN: usize = FIRST_SLOT + SLOTS as usize * SLOT_SIZE;
 
