@@ -116,9 +116,12 @@ pub fn decide(i: Inputs) -> Step {
         Unknown | Closed => disconnect(Closed),
         Closing => disconnect(Closing),
         Initialised => Step::Nothing,
-        // A detached vif never reconnects; a disabled (Closing) one waits for Closed.
-        Initialising if !i.online || i.ours == Closing => Step::Nothing,
-        Initialising if i.ours == Closed || i.ours == Connected || i.running => Step::Disconnect(InitWait),
+        // A detached vif never reconnects.
+        Initialising if !i.online => Step::Nothing,
+        // A frontend saying Initialising has restarted, even if we never saw the Closed it
+        // passed through (watches report the current value, and it may have moved on):
+        // from Closing too, as Linux's Closing → Closed → InitWait.
+        Initialising if matches!(i.ours, Closed | Closing | Connected) || i.running => Step::Disconnect(InitWait),
         Initialising => Step::Nothing,
         Connected if i.ours == InitWait && !i.running && i.online => Step::Connect,
         Connected if i.ours == InitWait && i.running => match i.hotplug {
@@ -206,8 +209,9 @@ mod tests {
         assert_eq!(decide(inputs(Closed, false, Initialising)), Step::Disconnect(InitWait));
         assert_eq!(decide(inputs(Connected, true, Initialising)), Step::Disconnect(InitWait));
         assert_eq!(decide(inputs(InitWait, true, Initialising)), Step::Disconnect(InitWait));
-        // A disabled vif waits for the frontend to close first.
-        assert_eq!(decide(inputs(Closing, false, Initialising)), Step::Nothing);
+        // Closing (disabled, or closing) and the frontend already restarted: its Closed was
+        // missed, so reconnect rather than wait for a Closed that will not come.
+        assert_eq!(decide(inputs(Closing, false, Initialising)), Step::Disconnect(InitWait));
         // Connected while closed needs a fresh Initialising first.
         assert_eq!(decide(inputs(Closed, false, Connected)), Step::Nothing);
         assert_eq!(decide(inputs(Closing, false, Connected)), Step::Nothing);
