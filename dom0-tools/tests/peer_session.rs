@@ -49,6 +49,7 @@ fn run_peer() -> anyhow::Result<()> {
         duration: Duration::from_millis(300),
         linger: Duration::from_millis(200),
         start: Some(StartGate { xs: session.xenstore.clone(), path: data(domid, "start"), timeout: WAIT }),
+        tcp: None,
     };
     let report = run_peer_traffic(&mut nf, &cfg)?;
     session.xenstore.write(&data(domid, "report"), report.to_json_line())?;

@@ -52,6 +52,7 @@ fn run_pair(h: &Harness, rate: u64, secs: f64, during: impl FnOnce()) -> anyhow:
                     duration: Duration::from_secs_f64(secs),
                     linger: Duration::from_millis(500),
                     start: None,
+                    tcp: None,
                 };
                 let report = run_peer_traffic(&mut nf, &cfg)?;
                 nf.disconnect()?;

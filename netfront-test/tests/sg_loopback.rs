@@ -126,6 +126,7 @@ fn guest_sg(nf: &mut Guest) -> anyhow::Result<()> {
         duration: Duration::from_millis(300),
         linger: Duration::from_millis(300),
         start: None,
+        tcp: None,
     };
     let report = run_peer_traffic(nf, &peer)?;
     let flow = report.received.get(&9).context("no frame of our flow came back")?;
@@ -156,6 +157,7 @@ fn guest_no_sg(nf: &mut Guest) -> anyhow::Result<()> {
         duration: Duration::from_millis(10),
         linger: Duration::ZERO,
         start: None,
+        tcp: None,
     };
     let refused = run_peer_traffic(nf, &peer);
     ensure!(matches!(&refused, Err(SessionError::Config(m)) if m.contains("9000")), "{refused:?}");

@@ -44,6 +44,14 @@ pub struct SimArgs {
     /// Frames per second per guest; 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Send one TCP stream per guest instead of test frames (IPv4; each frame of `--size`
+    /// bytes carries size − 54 bytes of payload, segmented to MSS 1448 by the guest).
+    #[arg(long)]
+    pub tcp: bool,
+    /// With `--tcp`: negotiate every offload and send frames over 1514 bytes as one GSO
+    /// super-frame (else scatter-gather and checksum offload only).
+    #[arg(long, requires = "tcp")]
+    pub gso: bool,
     /// After the report, keep the host, daemon and vifs up until Enter is pressed (for
     /// `nbctl --sim-dir DIR list`).
     #[arg(long)]
@@ -68,6 +76,12 @@ pub struct GuestArgs {
     /// Milliseconds of receiving after the sending stops.
     #[arg(long, default_value_t = Self::DEFAULT_LINGER_MS)]
     pub linger_ms: u64,
+    /// TCP mode.
+    #[arg(long)]
+    pub tcp: bool,
+    /// TCP with GSO (every offload).
+    #[arg(long)]
+    pub gso: bool,
 }
 
 impl GuestArgs {
@@ -89,6 +103,8 @@ impl GuestArgs {
         ]
         .into_iter()
         .flat_map(|(k, v)| [k.to_string(), v])
+        .chain(self.tcp.then(|| "--tcp".to_string()))
+        .chain(self.gso.then(|| "--gso".to_string()))
         .collect()
     }
 }
@@ -153,7 +169,17 @@ pub fn run_host(args: &SimArgs) -> anyhow::Result<()> {
     wait_connected(xs, &ids, &mut procs)?;
     xs.transaction(|tx| ids.iter().try_for_each(|&d| tx.write(&roles::start_node(d), "1")))
         .context("writing the start nodes")?;
-    println!("[host] all vifs Connected; traffic for {} s (size {:?}, rate {})", args.duration, args.size, rate(args));
+    println!(
+        "[host] all vifs Connected; {} for {} s (size {:?}, rate {})",
+        match (args.tcp, args.gso) {
+            (false, _) => "test frames",
+            (true, false) => "TCP without GSO",
+            (true, true) => "TCP with GSO",
+        },
+        args.duration,
+        args.size,
+        rate(args)
+    );
 
     let limit = Duration::from_secs_f64(args.duration) + CONNECT_TIMEOUT;
     let exits = procs.wait_guests(Instant::now() + limit)?;

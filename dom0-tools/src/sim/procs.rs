@@ -54,6 +54,8 @@ impl Procs {
             rate: args.rate,
             duration: args.duration,
             linger_ms: GuestArgs::DEFAULT_LINGER_MS,
+            tcp: args.tcp,
+            gso: args.tcp && args.gso,
         };
         let child = Command::new(std::env::current_exe().context("locating nbctl")?)
             .arg("sim-guest")

@@ -108,6 +108,20 @@ impl Outcome {
         out.push_str(
             "TX/RX are the guest's directions; LOST = frames sent by the previous guest and never received.\n",
         );
+        for (i, g) in self.guests.iter().enumerate() {
+            let (Some(me), Some(sender)) = (&g.report, self.sender_of(i)) else { continue };
+            let (Some(tcp), Some((sent, got, lost))) = (me.tcp, me.tcp_end_to_end(sender)) else { continue };
+            out.push_str(&format!(
+                "[tcp] {}: {got} of {sent} payload bytes in order ({:.3} Gbit/s), {lost} lost ({} in gaps), \
+{} frames ({} corrupt, {} late)\n",
+                vif_name(g.domid, 0),
+                per_sec(got as f64 * 8.0, sender.elapsed_secs) / 1e9,
+                tcp.lost_bytes,
+                tcp.received_frames,
+                tcp.corrupt,
+                tcp.late,
+            ));
+        }
         out
     }
 
@@ -126,6 +140,13 @@ impl Outcome {
                 None => failures.push(format!("guest {} printed no report", g.domid)),
                 Some(r) if r.corrupt > 0 => {
                     failures.push(format!("guest {} received {} corrupt frames", g.domid, r.corrupt))
+                }
+                Some(r) if r.tcp.is_some_and(|t| t.corrupt > 0 || t.received_bytes == 0) => {
+                    let t = r.tcp.unwrap_or_default();
+                    failures.push(format!(
+                        "guest {} received {} corrupt TCP frames and {} payload bytes",
+                        g.domid, t.corrupt, t.received_bytes
+                    ))
                 }
                 Some(r) if r.device.protocol_errors > 0 => failures.push(format!(
                     "guest {} saw {} protocol errors from the backend",

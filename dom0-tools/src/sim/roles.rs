@@ -4,7 +4,7 @@ use super::GuestArgs;
 use crate::commands::CONTROL_SOCKET;
 use anyhow::Context;
 use netback::daemon::{DaemonConfig, run_sim};
-use netfront_test::session::{PeerConfig, StartGate, run_peer_traffic};
+use netfront_test::session::{PeerConfig, StartGate, TcpMode, run_peer_traffic};
 use netfront_test::{Features, Netfront, NetfrontConfig};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
@@ -41,7 +41,12 @@ pub fn run_guest(args: &GuestArgs) -> anyhow::Result<()> {
     let session = simhost::join_from_env().context("joining the sim host as a guest")?;
     let domid = session.domid();
     // Scatter-gather, so frames up to 64 KiB (a large effective MTU) can be studied.
-    let features = Features { sg: true, ..Features::default() };
+    // In TCP mode: every offload with --gso, else scatter-gather and checksum offload.
+    let features = match (args.tcp, args.gso) {
+        (false, _) => Features { sg: true, ..Features::default() },
+        (true, false) => Features { sg: true, csum_offload: true, ..Features::default() },
+        (true, true) => Features::ALL,
+    };
     let config = NetfrontConfig { timeout: GUEST_TIMEOUT, features, ..NetfrontConfig::default() };
     let mut nf = Netfront::connect(&session.domain, session.xenstore.clone(), 0, config)
         .with_context(|| format!("guest {domid}: connecting vif{domid}.0"))?;
@@ -56,6 +61,7 @@ pub fn run_guest(args: &GuestArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         linger: Duration::from_millis(args.linger_ms),
         start: Some(StartGate { xs: session.xenstore.clone(), path: start_node(domid), timeout: GUEST_TIMEOUT }),
+        tcp: args.tcp.then_some(TcpMode { gso: args.gso }),
     };
     let report = run_peer_traffic(&mut nf, &cfg).with_context(|| format!("guest {domid}: traffic"))?;
     nf.disconnect().with_context(|| format!("guest {domid}: disconnecting"))?;

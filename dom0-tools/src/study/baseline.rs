@@ -8,6 +8,8 @@
 //! no backend between the same two processes can move frames faster.
 
 use anyhow::{Context, bail};
+use netfront_test::RxMeta;
+use netfront_test::session::{TcpReceiver, TcpSender};
 use netfront_test::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use std::fs::{File, OpenOptions};
@@ -25,6 +27,8 @@ const SLOTS: u64 = 256;
 const SLOT_SIZE: usize = 17 * 4096;
 const FIRST_SLOT: usize = 4096;
 const LEN: usize = FIRST_SLOT + SLOTS as usize * SLOT_SIZE;
+/// Bit of a slot's length word that carries `csum_blank` (TCP mode).
+const BLANK_BIT: u32 = 63;
 
 /// Options of the hidden `study-ring` role.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +48,12 @@ pub struct RingArgs {
     /// Seconds measured.
     #[arg(long)]
     pub duration: f64,
+    /// Move the frames of a TCP stream instead of test frames.
+    #[arg(long)]
+    pub tcp: bool,
+    /// With `--tcp`: GSO super-frames (else MSS-sized segments).
+    #[arg(long)]
+    pub gso: bool,
 }
 
 /// What the receiving end measured.
@@ -51,8 +61,12 @@ pub struct RingArgs {
 pub struct RingResult {
     /// Frames per second in the measured window.
     pub frames_per_sec: f64,
-    /// Frames the receiver found missing or corrupt over the whole run.
+    /// Frames the receiver found missing or corrupt over the whole run (TCP: payload
+    /// bytes in gaps plus corrupt frames).
     pub lost: u64,
+    /// TCP payload Gbit/s in the measured window (0 for test frames).
+    #[serde(default)]
+    pub payload_gbit_per_sec: f64,
 }
 
 fn map(path: &str) -> anyhow::Result<MmapRegion> {
@@ -77,6 +91,25 @@ pub fn run_role(args: &RingArgs) -> anyhow::Result<()> {
     let sl = mem.get_slice(0, FIRST_SLOT).map_err(|e| anyhow::anyhow!("{e}"))?;
     let total = Duration::from_secs_f64(args.warmup + args.duration);
     match args.role.as_str() {
+        "send" if args.tcp => {
+            // Checksums blank, as the TCP guests (checksum offload in effect) send them.
+            let mut sender = TcpSender::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], args.gso, true);
+            let (start, mut prod) = (Instant::now(), 0u64);
+            while start.elapsed() < total {
+                for (frame, meta) in sender.frames(args.size) {
+                    let mut spins = 0;
+                    while prod - sl.load::<u64>(CONS, Ordering::Acquire)? >= SLOTS {
+                        pause(&mut spins);
+                    }
+                    let s = slot(&mem, prod)?;
+                    s.write_slice(&frame, 8)?;
+                    s.store(frame.len() as u64 | u64::from(meta.csum_blank) << BLANK_BIT, 0, Ordering::Relaxed)?;
+                    prod += 1;
+                    sl.store(prod, PROD, Ordering::Release)?;
+                }
+            }
+            sl.store(1u64, DONE, Ordering::Release)?;
+        }
         "send" => {
             let cfg = GeneratorConfig {
                 size: FrameSize::Fixed(args.size),
@@ -101,8 +134,10 @@ pub fn run_role(args: &RingArgs) -> anyhow::Result<()> {
         }
         "recv" => {
             let mut receiver = Receiver::new();
+            let mut tcp = TcpReceiver::new();
             let (mut cons, mut buf) = (0u64, vec![0u8; SLOT_SIZE]);
             let mut window: (Option<Instant>, u64, u64) = (None, 0, 0);
+            let mut payload_window = (0u64, 0u64);
             let (warmup, duration) = (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.duration));
             loop {
                 let mut spins = 0;
@@ -117,23 +152,34 @@ pub fn run_role(args: &RingArgs) -> anyhow::Result<()> {
                     break;
                 }
                 let s = slot(&mem, cons)?;
-                let len = (s.load::<u64>(0, Ordering::Relaxed)? as usize).min(SLOT_SIZE - 8);
+                let word = s.load::<u64>(0, Ordering::Relaxed)?;
+                let len = ((word & !(1 << BLANK_BIT)) as usize).min(SLOT_SIZE - 8);
                 s.read_slice(&mut buf[..len], 8)?;
-                let _ = receiver.receive(&buf[..len]);
+                if args.tcp {
+                    let meta = RxMeta { csum_blank: word >> BLANK_BIT == 1, ..RxMeta::default() };
+                    let _ = tcp.receive(&buf[..len], &meta);
+                } else {
+                    let _ = receiver.receive(&buf[..len]);
+                }
                 cons += 1;
                 sl.store(cons, CONS, Ordering::Release)?;
                 let start = *window.0.get_or_insert_with(Instant::now);
                 let t = start.elapsed();
                 if t < warmup {
                     window.1 = cons;
+                    payload_window.0 = tcp.counts().received_bytes;
                 } else if t < warmup + duration {
                     window.2 = cons;
+                    payload_window.1 = tcp.counts().received_bytes;
                 }
             }
             let report = receiver.report();
-            let lost = report.total().lost + report.corrupt;
+            let c = tcp.counts();
+            let lost = report.total().lost + report.corrupt + c.lost_bytes + c.corrupt;
             let frames_per_sec = window.2.saturating_sub(window.1) as f64 / args.duration;
-            println!("{}", serde_json::to_string(&RingResult { frames_per_sec, lost })?);
+            let payload_gbit_per_sec =
+                payload_window.1.saturating_sub(payload_window.0) as f64 * 8.0 / args.duration / 1e9;
+            println!("{}", serde_json::to_string(&RingResult { frames_per_sec, lost, payload_gbit_per_sec })?);
         }
         other => bail!("unknown role {other:?}"),
     }
@@ -141,7 +187,9 @@ pub fn run_role(args: &RingArgs) -> anyhow::Result<()> {
 }
 
 /// Runs one baseline measurement of `size`-byte frames: a memfd and two child processes.
-pub fn measure(size: usize, warmup: f64, duration: f64) -> anyhow::Result<RingResult> {
+/// `tcp`: `Some(gso)` moves the frames of a TCP stream (super-frames with GSO, segments
+/// without) instead of test frames.
+pub fn measure(size: usize, tcp: Option<bool>, warmup: f64, duration: f64) -> anyhow::Result<RingResult> {
     let fd = memfd_create(c"netback-study-ring", MFdFlags::MFD_CLOEXEC).context("memfd_create")?;
     let file = File::from(fd);
     file.set_len(LEN as u64)?;
@@ -151,6 +199,8 @@ pub fn measure(size: usize, warmup: f64, duration: f64) -> anyhow::Result<RingRe
         Command::new(&exe)
             .args(["study-ring", "--role", role, "--path", &path, "--size", &size.to_string()])
             .args(["--warmup", &warmup.to_string(), "--duration", &duration.to_string()])
+            .args(tcp.map(|_| "--tcp"))
+            .args((tcp == Some(true)).then_some("--gso"))
             .stdin(Stdio::null())
             .stdout(out)
             .spawn()

@@ -37,6 +37,11 @@ pub struct StudyArgs {
     /// notify-every values (default: the daemon's default only).
     #[arg(long, value_delimiter = ',')]
     pub notify_every: Vec<u32>,
+    /// TCP points: `off` (guests segment to MSS 1448 themselves; scatter-gather and
+    /// checksum offload) and/or `on` (every offload: frames over 1514 bytes go as one GSO
+    /// super-frame). Without this option the study sends test frames, as always.
+    #[arg(long, value_delimiter = ',', value_parser = gso_arg)]
+    pub gso: Vec<bool>,
     /// Seconds measured per point.
     #[arg(long, default_value_t = 2.0)]
     pub duration: f64,
@@ -58,26 +63,30 @@ impl StudyArgs {
         Ok(())
     }
 
-    /// The grid, frame size outermost, batch innermost.
+    /// The grid, frame size outermost, then TCP/GSO, batch innermost.
     fn points(&self) -> Vec<Point> {
         let notify: Vec<Option<u32>> = if self.notify_every.is_empty() {
             vec![None]
         } else {
             self.notify_every.iter().copied().map(Some).collect()
         };
+        let tcp: Vec<Option<bool>> =
+            if self.gso.is_empty() { vec![None] } else { self.gso.iter().copied().map(Some).collect() };
         let mut points = Vec::new();
         for &size in &self.frame_size {
-            for &guests in &self.guests {
-                for &notify_every in &notify {
-                    for &b in &self.batch {
-                        let knobs = PartialKnobs {
-                            tx_drain_max: Some(b),
-                            rx_drain_max: Some(b),
-                            copy_batch: Some(b),
-                            notify_every,
-                            ..PartialKnobs::default()
-                        };
-                        points.push(Point { batch: b, size, guests, knobs });
+            for &tcp in &tcp {
+                for &guests in &self.guests {
+                    for &notify_every in &notify {
+                        for &b in &self.batch {
+                            let knobs = PartialKnobs {
+                                tx_drain_max: Some(b),
+                                rx_drain_max: Some(b),
+                                copy_batch: Some(b),
+                                notify_every,
+                                ..PartialKnobs::default()
+                            };
+                            points.push(Point { batch: b, size, guests, knobs, tcp });
+                        }
                     }
                 }
             }
@@ -92,24 +101,39 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let points = args.points();
     let mut baselines = BTreeMap::new();
-    for &size in &args.frame_size {
-        let b = baseline::measure(size, args.warmup, args.duration)?;
+    for p in &points {
+        if baselines.contains_key(&(p.size, p.tcp)) {
+            continue;
+        }
+        let b = baseline::measure(p.size, p.tcp, args.warmup, args.duration)?;
         println!(
-            "[baseline] size={size}: {:.0} frames/s through a shared-memory ring (lost {})",
-            b.frames_per_sec, b.lost
+            "[baseline] size={} {}: {:.0} frames/s{} through a shared-memory ring (lost {})",
+            p.size,
+            mode(p.tcp),
+            b.frames_per_sec,
+            if p.tcp.is_some() { format!(", {:.3} Gbit/s TCP payload", b.payload_gbit_per_sec) } else { String::new() },
+            b.lost
         );
-        baselines.insert(size, b.frames_per_sec);
+        baselines.insert((p.size, p.tcp), b);
     }
     let mut bench = point::Bench::start()?;
     let mut rows = Vec::new();
     for (i, p) in points.iter().enumerate() {
-        let row = bench.measure(p, args.warmup, args.duration, baselines[&p.size])?;
+        let row = bench.measure(p, args.warmup, args.duration, baselines[&(p.size, p.tcp)])?;
+        let payload = match p.tcp {
+            Some(_) => format!(
+                ", {:.3} Gbit/s TCP payload ({} bytes, {} corrupt)",
+                row.payload_gbit_per_sec, row.payload_bytes, row.corrupt
+            ),
+            None => String::new(),
+        };
         println!(
-            "[{}/{}] batch={} size={} guests={} notify-every={}: {:.0} frames/s, {:.3} Gbit/s, {:.3} notif/pkt, mean batch {:.1}, loss {:.4}%, ratio {:.3}",
+            "[{}/{}] batch={} size={} {} guests={} notify-every={}: {:.0} frames/s, {:.3} Gbit/s{payload}, {:.3} notif/pkt, mean batch {:.1}, loss {:.4}%, ratio {:.3}",
             i + 1,
             points.len(),
             p.batch,
             p.size,
+            mode(p.tcp),
             p.guests,
             row.knobs.notify_every,
             row.frames_per_sec,
@@ -127,6 +151,23 @@ pub fn run(args: &StudyArgs) -> anyhow::Result<()> {
     plot::notifications(&args.out.join("notifications.svg"), &rows)?;
     println!("[study] wrote {}/study.csv, throughput.svg, notifications.svg", args.out.display());
     Ok(())
+}
+
+fn gso_arg(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "off" => Ok(false),
+        "on" => Ok(true),
+        other => Err(format!("{other:?}: expected off or on")),
+    }
+}
+
+/// How a point's traffic is described in the progress lines.
+fn mode(tcp: Option<bool>) -> &'static str {
+    match tcp {
+        None => "frames",
+        Some(false) => "tcp gso=off",
+        Some(true) => "tcp gso=on",
+    }
 }
 
 fn write_csv(args: &StudyArgs, rows: &[Row]) -> anyhow::Result<()> {

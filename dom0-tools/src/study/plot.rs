@@ -13,7 +13,12 @@ const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 fn lines(rows: &[Row], y: impl Fn(&Row) -> f64) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for r in rows {
-        let label = format!("{} B, {} guests, notify-every {}", r.size, r.guests, r.knobs.notify_every);
+        let tcp = match r.tcp {
+            None => "",
+            Some(false) => ", TCP",
+            Some(true) => ", TCP+GSO",
+        };
+        let label = format!("{} B{tcp}, {} guests, notify-every {}", r.size, r.guests, r.knobs.notify_every);
         out.entry(label).or_default().push((f64::from(r.batch.max(1)).log2(), y(r)));
     }
     out

@@ -1,6 +1,7 @@
 //! One study point: knobs set through the control socket, fresh guests attached and run,
 //! the daemon's counters sampled after the warm-up and after the measured interval.
 
+use super::baseline::RingResult as Baseline;
 use crate::commands::CONTROL_SOCKET;
 use crate::sim::procs::Procs;
 use crate::sim::{SimArgs, guest_mac, parse_report, roles, wait_connected};
@@ -26,6 +27,8 @@ pub struct Point {
     pub size: usize,
     pub guests: u16,
     pub knobs: PartialKnobs,
+    /// `None`: test frames (the original study); `Some(gso)`: one TCP stream per guest.
+    pub tcp: Option<bool>,
 }
 
 /// One measured point: a CSV row.
@@ -35,6 +38,7 @@ pub struct Row {
     pub batch: u32,
     pub size: usize,
     pub guests: u16,
+    pub tcp: Option<bool>,
     pub frames_per_sec: f64,
     pub gbit_per_sec: f64,
     pub notifications_per_packet: f64,
@@ -43,17 +47,26 @@ pub struct Row {
     pub loss: f64,
     pub baseline_frames_per_sec: f64,
     pub ratio_to_baseline: f64,
+    /// TCP payload Gbit/s in the measured window (0 without TCP).
+    pub payload_gbit_per_sec: f64,
+    /// The baseline's TCP payload Gbit/s (0 without TCP).
+    pub baseline_payload_gbit_per_sec: f64,
+    /// TCP payload bytes received in order, over the whole run, all guests.
+    pub payload_bytes: u64,
+    /// Corrupt TCP frames, all guests.
+    pub corrupt: u64,
 }
 
 impl Row {
     pub const HEADER: &str = "batch,tx_drain_max,rx_drain_max,copy_batch,req_event_ahead,notify_every,notify_usecs,\
 busy_poll_usecs,mtu,frame_size,guests,frames_per_sec,gbit_per_sec,notifications_per_packet,mean_batch,drops,loss,\
-baseline_frames_per_sec,ratio_to_baseline";
+baseline_frames_per_sec,ratio_to_baseline,tcp,gso,payload_gbit_per_sec,baseline_payload_gbit_per_sec,\
+payload_bytes,corrupt";
 
     pub fn csv(&self) -> String {
         let k = &self.knobs;
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.4},{:.4},{:.2},{},{:.6},{:.1},{:.4}",
+            "{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.4},{:.4},{:.2},{},{:.6},{:.1},{:.4},{},{},{:.4},{:.4},{},{}",
             self.batch,
             k.tx_drain_max,
             k.rx_drain_max,
@@ -72,7 +85,13 @@ baseline_frames_per_sec,ratio_to_baseline";
             self.drops,
             self.loss,
             self.baseline_frames_per_sec,
-            self.ratio_to_baseline
+            self.ratio_to_baseline,
+            u8::from(self.tcp.is_some()),
+            u8::from(self.tcp == Some(true)),
+            self.payload_gbit_per_sec,
+            self.baseline_payload_gbit_per_sec,
+            self.payload_bytes,
+            self.corrupt
         )
     }
 }
@@ -112,7 +131,7 @@ impl Bench {
         Ok(vifs.into_iter().filter(|v| ids.contains(&v.id.domid)).collect())
     }
 
-    pub fn measure(&mut self, p: &Point, warmup: f64, duration: f64, baseline: f64) -> anyhow::Result<Row> {
+    pub fn measure(&mut self, p: &Point, warmup: f64, duration: f64, baseline: Baseline) -> anyhow::Result<Row> {
         let (defaults, _) = control::set(&self.sock, None, p.knobs)?;
         self.round += 1;
         let xs = self.host.toolstack();
@@ -128,6 +147,8 @@ impl Bench {
             duration: warmup + duration + TAIL,
             size: FrameSize::Fixed(p.size),
             rate: 0,
+            tcp: p.tcp.is_some(),
+            gso: p.tcp == Some(true),
             keep: false,
         };
         for (i, g) in guests.iter().enumerate() {
@@ -143,13 +164,20 @@ impl Bench {
         let exits = self.procs.wait_guests(Instant::now() + Duration::from_secs_f64(TAIL + 1.0) + LIMIT)?;
         let reports: Vec<_> = exits.iter().map(|e| parse_report(&e.stdout)).collect();
         let (mut sent, mut lost) = (0u64, 0u64);
+        let (mut payload, mut frame_bytes, mut corrupt) = (0u64, 0u64, 0u64);
         for (i, r) in reports.iter().enumerate() {
             let next = &reports[(i + 1) % reports.len()];
             match (r, next) {
                 (Some(sender), Some(receiver)) => {
-                    let e = receiver.end_to_end(sender);
-                    sent += e.sent;
-                    lost += e.lost;
+                    if let (Some(t), Some((s, _, l))) = (receiver.tcp, receiver.tcp_end_to_end(sender)) {
+                        (sent, lost) = (sent + s, lost + l);
+                        (payload, frame_bytes, corrupt) =
+                            (payload + t.received_bytes, frame_bytes + t.received_frame_bytes, corrupt + t.corrupt);
+                    } else {
+                        let e = receiver.end_to_end(sender);
+                        sent += e.sent;
+                        lost += e.lost;
+                    }
                 }
                 _ => anyhow::bail!("guest {} gave no report", exits[i].domid),
             }
@@ -168,19 +196,33 @@ impl Bench {
             total = add(&total, &d);
         }
         let frames_per_sec = total.rx_packets as f64 / secs;
+        let gbit_per_sec = total.rx_bytes as f64 * 8.0 / secs / 1e9;
+        // The window's delivered bytes, scaled by the payload share of what the receivers got.
+        let payload_gbit_per_sec =
+            if frame_bytes == 0 { 0.0 } else { gbit_per_sec * payload as f64 / frame_bytes as f64 };
+        let ratio_to_baseline = match p.tcp {
+            Some(_) if baseline.payload_gbit_per_sec > 0.0 => payload_gbit_per_sec / baseline.payload_gbit_per_sec,
+            None if baseline.frames_per_sec > 0.0 => frames_per_sec / baseline.frames_per_sec,
+            _ => 0.0,
+        };
         Ok(Row {
             knobs: defaults,
             batch: p.batch,
             size: p.size,
             guests: p.guests,
+            tcp: p.tcp,
             frames_per_sec,
-            gbit_per_sec: total.rx_bytes as f64 * 8.0 / secs / 1e9,
+            gbit_per_sec,
             notifications_per_packet: crate::knobs_cmd::notifications_per_packet(&total),
             mean_batch: if mean.1 == 0 { 0.0 } else { mean.0 as f64 / mean.1 as f64 },
             drops: total.dropped(),
             loss: if sent == 0 { 0.0 } else { lost as f64 / sent as f64 },
-            baseline_frames_per_sec: baseline,
-            ratio_to_baseline: if baseline > 0.0 { frames_per_sec / baseline } else { 0.0 },
+            baseline_frames_per_sec: baseline.frames_per_sec,
+            ratio_to_baseline,
+            payload_gbit_per_sec,
+            baseline_payload_gbit_per_sec: baseline.payload_gbit_per_sec,
+            payload_bytes: payload,
+            corrupt,
         })
     }
 }

@@ -7,15 +7,18 @@
 //! with its sender's to get the end-to-end loss.
 
 mod report;
+mod tcp_stream;
 
 pub use report::{DeviceCounts, EndToEnd, FlowCounts, PeerReport};
+pub use tcp_stream::{MSS, MTU_FRAME, TcpCounts, TcpMode, TcpReceiver, TcpSender};
 
 use crate::device::tx_buffers_needed;
 use crate::mac::{BROADCAST, Mac};
 use crate::stack::arp_request;
 use crate::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
-use crate::{DeviceError, Netfront};
+use crate::{DeviceError, Netfront, TxMeta};
 use grant::EventChannel;
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use xenstore::{Client, XsError};
@@ -58,6 +61,9 @@ pub struct PeerConfig {
     pub linger: Duration,
     /// Wait for this node before the timed phase; `None` starts at once.
     pub start: Option<StartGate>,
+    /// Send one TCP stream instead of test frames (see [`TcpMode`]); each generated frame
+    /// of the configured size becomes TCP payload of `size − 54` bytes.
+    pub tcp: Option<TcpMode>,
 }
 
 /// Failures of a traffic run, named by the phase.
@@ -118,9 +124,15 @@ pub fn wait_for_gate(gate: &StartGate) -> Result<(), SessionError> {
 /// start gate, `duration` of sending to `peer` (receiving and verifying all the while),
 /// then `linger` of receiving only. The device stays connected; disconnect it afterwards.
 pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig) -> Result<PeerReport, SessionError> {
+    // In TCP mode the generator only paces (and draws uniform sizes); a fixed size needs
+    // no full-size test frame to be built and then thrown away.
+    let generator_size = match (cfg.tcp, cfg.size) {
+        (Some(_), FrameSize::Fixed(_)) => FrameSize::Fixed(60),
+        (_, size) => size,
+    };
     let generator_cfg = GeneratorConfig {
         flow: cfg.flow,
-        size: cfg.size,
+        size: generator_size,
         rate: cfg.rate,
         count: None,
         duration: Some(cfg.duration),
@@ -139,6 +151,19 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
             nf.max_frame_len()
         )));
     }
+    let mut tcp = match cfg.tcp {
+        Some(mode) => {
+            let f = nf.features();
+            if mode.gso && !f.gso_tcpv4 {
+                return Err(SessionError::Config("TCP with GSO, but feature-gso-tcpv4 is not in effect".into()));
+            }
+            if largest <= crate::tcp::V4_HEADERS {
+                return Err(SessionError::Config(format!("TCP frames of {largest} bytes carry no payload")));
+            }
+            Some((TcpSender::new(nf.mac(), cfg.peer, mode.gso, f.csum_offload), TcpReceiver::new()))
+        }
+        None => None,
+    };
     announce(nf, cfg.ip).map_err(SessionError::Announce)?;
     if let Some(gate) = &cfg.start {
         wait_for_gate(gate)?;
@@ -146,16 +171,26 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
     let mut receiver = Receiver::new();
     let traffic = SessionError::Traffic;
     let start = Instant::now();
-    let mut sent_bytes = 0u64;
-    let mut pending: Option<Vec<u8>> = None;
+    let (mut sent_frames, mut sent_bytes) = (0u64, 0u64);
+    // Frames ready to go: one test frame, or the TCP frames of one generated frame.
+    let mut pending: VecDeque<(Vec<u8>, TxMeta)> = VecDeque::new();
     // Set when the generator is done: (elapsed sending time, end of the lingering phase).
     let mut finished: Option<(Duration, Instant)> = None;
     loop {
         let mut wake = Instant::now() + MAX_NAP;
-        while finished.is_none() {
-            if pending.is_none() {
+        while finished.is_none() || !pending.is_empty() {
+            if pending.is_empty() {
+                if finished.is_some() {
+                    break;
+                }
                 match generator.next(Instant::now()) {
-                    Next::Frame(frame) => pending = Some(frame),
+                    Next::Frame(frame) => match &mut tcp {
+                        Some((sender, _)) => {
+                            let size = if let FrameSize::Fixed(n) = cfg.size { n } else { frame.len() };
+                            pending.extend(sender.frames(size));
+                        }
+                        None => pending.push_back((frame, TxMeta::default())),
+                    },
                     Next::WaitUntil(due) => {
                         wake = wake.min(due);
                         break;
@@ -166,21 +201,29 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
                     }
                 }
             }
-            let need = pending.as_ref().map_or(1, |f| tx_buffers_needed(f.len()));
+            let need = pending.front().map_or(1, |(f, m)| tx_buffers_needed(f.len()) + usize::from(m.gso.is_some()));
             if nf.tx_available().map_err(traffic)? < need {
                 break;
             }
-            let frame = pending.take().expect("set above");
-            nf.send(&frame).map_err(traffic)?;
+            let (frame, meta) = pending.pop_front().expect("set above");
+            nf.send_with(&frame, meta).map_err(traffic)?;
+            sent_frames += 1;
             sent_bytes += frame.len() as u64;
         }
         let mut received = 0;
-        while let Some(frame) = nf.recv().map_err(traffic)? {
+        while let Some((frame, meta)) = nf.recv_with().map_err(traffic)? {
             received += 1;
+            if let Some((_, tcp_receiver)) = &mut tcp
+                && tcp_receiver.receive(&frame, &meta)
+            {
+                continue;
+            }
             // Verification failures are counted by the receiver (corrupt / foreign).
             let _ = receiver.receive(&frame);
         }
-        if let Some((_, linger_end)) = finished {
+        if let Some((_, linger_end)) = finished
+            && pending.is_empty()
+        {
             if Instant::now() >= linger_end {
                 break;
             }
@@ -189,9 +232,10 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
         if received > 0 {
             continue;
         }
-        if let Some(frame) = pending.take() {
+        if let Some((frame, meta)) = pending.pop_front() {
             // Nothing to receive and too few free TX buffers: block until the backend frees them.
-            nf.send(&frame).map_err(traffic)?;
+            nf.send_with(&frame, meta).map_err(traffic)?;
+            sent_frames += 1;
             sent_bytes += frame.len() as u64;
         } else {
             nf.wait(wake.saturating_duration_since(Instant::now())).map_err(traffic)?;
@@ -199,5 +243,9 @@ pub fn run_peer_traffic<C: EventChannel>(nf: &mut Netfront<C>, cfg: &PeerConfig)
     }
     let elapsed = finished.map_or_else(|| start.elapsed(), |(sending, _)| sending);
     let _ = nf.reap_tx();
-    Ok(PeerReport::new(cfg.flow, nf.mac(), generator.generated(), sent_bytes, elapsed, &receiver.report(), nf.stats()))
+    let sent = if tcp.is_some() { sent_frames } else { generator.generated() };
+    let mut report = PeerReport::new(cfg.flow, nf.mac(), sent, sent_bytes, elapsed, &receiver.report(), nf.stats());
+    report.tcp =
+        tcp.map(|(sender, tcp_receiver)| TcpCounts { sent_bytes: sender.payload_bytes, ..tcp_receiver.counts() });
+    Ok(report)
 }

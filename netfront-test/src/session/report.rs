@@ -65,6 +65,9 @@ pub struct PeerReport {
     pub foreign: u64,
     /// The device's counters.
     pub device: DeviceCounts,
+    /// TCP mode only: our stream's payload bytes sent and the peer's stream received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<super::TcpCounts>,
 }
 
 /// End-to-end counts of one flow: the sender's view matched with the receiver's.
@@ -109,6 +112,7 @@ impl PeerReport {
                 notifications_sent: stats.notifications_sent,
                 notifications_received: stats.notifications_received,
             },
+            tcp: None,
         }
     }
 
@@ -120,6 +124,13 @@ impl PeerReport {
     /// Parses a line written by [`PeerReport::to_json_line`].
     pub fn from_json_line(line: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(line.trim())
+    }
+
+    /// How `sender`'s TCP stream fared on its way to us, in payload bytes: (sent,
+    /// received in order, lost = sent − received). `None` unless both ran in TCP mode.
+    pub fn tcp_end_to_end(&self, sender: &PeerReport) -> Option<(u64, u64, u64)> {
+        let (ours, theirs) = (self.tcp?, sender.tcp?);
+        Some((theirs.sent_bytes, ours.received_bytes, theirs.sent_bytes.saturating_sub(ours.received_bytes)))
     }
 
     /// How `sender`'s flow fared on its way to us.
@@ -151,6 +162,7 @@ mod tests {
             corrupt: 0,
             foreign: 2,
             device: DeviceCounts::default(),
+            tcp: None,
         }
     }
 
