@@ -121,3 +121,36 @@ fn a_tiny_study_writes_its_csv_and_plots() {
     }
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+#[test]
+fn a_tiny_tcp_study_measures_both_gso_settings() {
+    let out_dir = std::env::temp_dir().join(format!("nbctl-study-tcp-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_nbctl"))
+        .args(["study", "--gso", "off,on", "--frame-size", "65000", "--batch", "64"])
+        .args(["--duration", "0.3", "--warmup", "0.1", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = ok(out);
+    assert!(stdout.contains("tcp gso=off") && stdout.contains("tcp gso=on"), "{stdout}");
+    let csv = std::fs::read_to_string(out_dir.join("study.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no {name}: {header:?}"));
+    let mut gso_seen = Vec::new();
+    for row in &lines[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), header.len(), "{row}");
+        assert_eq!(cells[col("tcp")], "1", "{row}");
+        gso_seen.push(cells[col("gso")].to_string());
+        let payload: u64 = cells[col("payload_bytes")].parse().unwrap();
+        let gbit: f64 = cells[col("payload_gbit_per_sec")].parse().unwrap();
+        let baseline: f64 = cells[col("baseline_payload_gbit_per_sec")].parse().unwrap();
+        assert!(payload > 0 && gbit > 0.0 && baseline > 0.0, "{row}");
+        assert_eq!(cells[col("corrupt")], "0", "{row}");
+    }
+    assert_eq!(gso_seen, ["0", "1"], "{csv}");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

@@ -35,3 +35,23 @@ fn nbctl_sim_moves_traffic_between_three_guests_and_shuts_down_cleanly() {
         "no clean-shutdown line in:\n{stdout}"
     );
 }
+
+#[test]
+fn nbctl_sim_tcp_with_gso_moves_a_verified_stream() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nbctl"))
+        .args(["sim", "--tcp", "--gso", "--size", "65000", "--guests", "2", "--duration", "1"])
+        .env_remove(simhost::ENV_SIM_DIR)
+        .output()
+        .expect("running nbctl sim --tcp --gso");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nbctl sim failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    assert!(stdout.contains("TCP with GSO"), "{stdout}");
+    let tcp_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("[tcp] vif")).collect();
+    assert_eq!(tcp_lines.len(), 2, "{stdout}");
+    for l in tcp_lines {
+        assert!(l.contains("(0 corrupt"), "{l}");
+        assert!(!l.contains(": 0 of"), "no payload received: {l}");
+    }
+    assert!(stdout.contains("[host] clean shutdown"), "{stdout}");
+}
