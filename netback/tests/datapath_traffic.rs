@@ -3,44 +3,27 @@
 //! the xenbus backend by hand.
 
 use anyhow::{Context, ensure};
+use dom0_tools::layout::{self, VifSpec};
 use grant::DomId;
 use grant::sim::{Credentials, DomainConfig};
 use netback::switch::{Switch, SwitchConfig, SwitchPort};
 use netback::vif::{Datapath, DatapathConfig, EventChannelSpec, RingParams, VifCounters, VifId, WorkerExit};
-use netfront_test::mac::format_mac;
 use netfront_test::traffic::{Generator, GeneratorConfig, Next, Receiver, Report};
 use netfront_test::{Netfront, NetfrontConfig, Stats, XenbusState};
 use simhost::SimHost;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xenstore::{Access as XsAccess, Client, Perm};
+use xenstore::Client;
 
 const FRAMES: u64 = 2000;
 const WAIT: Duration = Duration::from_secs(60);
 const MAC_A: [u8; 6] = [0x00, 0x16, 0x3e, 0, 1, 0x0a];
 const MAC_B: [u8; 6] = [0x00, 0x16, 0x3e, 0, 1, 0x0b];
 
-/// The toolstack's layout for vif `<domid>/0` (as `write_vif_layout` in loopback.rs).
+/// The toolstack's layout for vif `<domid>/0`, as `nbctl attach` writes it.
 fn write_vif_layout(xs: &Client, domid: DomId, mac: [u8; 6]) -> anyhow::Result<(String, String)> {
-    let fe = format!("/local/domain/{domid}/device/vif/0");
-    let be = format!("/local/domain/0/backend/vif/{domid}/0");
-    let mac = format_mac(&mac);
-    xs.transaction(|tx| {
-        tx.mkdir(&fe)?;
-        tx.set_perms(&fe, &[Perm { domid, access: XsAccess::None }, Perm { domid: 0, access: XsAccess::Read }])?;
-        for (k, v) in [("backend", be.as_str()), ("backend-id", "0"), ("handle", "0"), ("mac", &mac), ("state", "1")] {
-            tx.write(&format!("{fe}/{k}"), v)?;
-        }
-        tx.mkdir(&be)?;
-        tx.set_perms(&be, &[Perm { domid: 0, access: XsAccess::None }, Perm { domid, access: XsAccess::Read }])?;
-        let id = domid.to_string();
-        let keys = [("frontend", fe.as_str()), ("frontend-id", &id), ("online", "1"), ("state", "1")];
-        for (k, v) in keys.into_iter().chain([("mac", mac.as_str()), ("handle", "0"), ("type", "vif")]) {
-            tx.write(&format!("{be}/{k}"), v)?;
-        }
-        Ok(())
-    })?;
-    Ok((fe, be))
+    let paths = layout::attach(xs, &VifSpec { handle: Some(0), mac: Some(mac), ..VifSpec::new(domid) })?;
+    Ok((paths.frontend, paths.backend))
 }
 
 fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {

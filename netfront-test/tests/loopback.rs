@@ -6,6 +6,7 @@
 //! disconnects cleanly.
 
 use anyhow::{Context, ensure};
+use dom0_tools::layout::{self, VifSpec};
 use grant::sim::{Credentials, DomainConfig};
 use grant::{Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
 use netback_e2e::{is_child, spawn_child, wait_child};
@@ -21,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 use vm_memory::VolatileSlice;
-use xenstore::{Access as XsAccess, Client, Perm};
+use xenstore::Client;
 
 const FRAMES: u64 = 400;
 const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x12, 0x34, 0x56];
@@ -103,28 +104,12 @@ fn run_guest() -> anyhow::Result<()> {
 
 // ---- the toolstack and the backend ----
 
-/// The toolstack's layout for vif `<domid>/0` (netif.md §1.1): guest-owned frontend dir,
-/// dom0-owned backend dir readable by the guest.
+/// The toolstack's layout for vif `<domid>/0`, as `nbctl attach` writes it (netif.md §1.1):
+/// guest-owned frontend dir, dom0-owned backend dir readable by the guest.
 fn write_vif_layout(xs: &Client, domid: DomId) -> anyhow::Result<(String, String)> {
-    let fe = format!("/local/domain/{domid}/device/vif/0");
-    let be = format!("/local/domain/0/backend/vif/{domid}/0");
-    let mac = format_mac(&GUEST_MAC);
-    xs.transaction(|tx| {
-        tx.mkdir(&fe)?;
-        tx.set_perms(&fe, &[Perm { domid, access: XsAccess::None }, Perm { domid: 0, access: XsAccess::Read }])?;
-        for (k, v) in [("backend", be.as_str()), ("backend-id", "0"), ("handle", "0"), ("mac", &mac), ("state", "1")] {
-            tx.write(&format!("{fe}/{k}"), v)?;
-        }
-        tx.mkdir(&be)?;
-        tx.set_perms(&be, &[Perm { domid: 0, access: XsAccess::None }, Perm { domid, access: XsAccess::Read }])?;
-        let id = domid.to_string();
-        let keys = [("frontend", fe.as_str()), ("frontend-id", &id), ("online", "1"), ("state", "1")];
-        for (k, v) in keys.into_iter().chain([("mac", mac.as_str()), ("handle", "0"), ("type", "vif")]) {
-            tx.write(&format!("{be}/{k}"), v)?;
-        }
-        Ok(())
-    })?;
-    Ok((fe, be))
+    let spec = VifSpec { handle: Some(0), mac: Some(GUEST_MAC), ..VifSpec::new(domid) };
+    let paths = layout::attach(xs, &spec)?;
+    Ok((paths.frontend, paths.backend))
 }
 
 fn state_of(xs: &Client, dir: &str) -> anyhow::Result<Option<XenbusState>> {

@@ -3,6 +3,7 @@
 //! waits on xenstore watches with deadlines.
 #![allow(dead_code)]
 
+use dom0_tools::layout::{self, VifSpec};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use netback::daemon::{self, DaemonConfig, DaemonError};
 use netback::xenbus::XenbusState;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use simhost::{Session, SimHost};
-use xenstore::{Access, Client, Perm};
+use xenstore::Client;
 
 /// Limit of every wait.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -114,31 +115,15 @@ impl VifDirs {
     }
 }
 
-/// The toolstack's layout (netif.md §1.1): guest-owned frontend dir, dom0-owned backend
-/// dir readable by the guest; `script` adds the hotplug gate.
+/// The toolstack's layout, as `nbctl attach` writes it (netif.md §1.1): guest-owned
+/// frontend dir, dom0-owned backend dir readable by the guest; `script` adds the hotplug
+/// gate. The MAC is [`MAC`] followed by the handle.
 pub fn write_vif_layout(xs: &Client, domid: DomId, handle: u32, script: Option<&str>) -> anyhow::Result<VifDirs> {
-    let fe = format!("/local/domain/{domid}/device/vif/{handle}");
-    let be = format!("/local/domain/0/backend/vif/{domid}/{handle}");
-    let mac = format!("{MAC}{handle}");
-    let (id, h) = (domid.to_string(), handle.to_string());
-    xs.transaction(|tx| {
-        tx.mkdir(&fe)?;
-        tx.set_perms(&fe, &[Perm { domid, access: Access::None }, Perm { domid: 0, access: Access::Read }])?;
-        for (k, v) in [("backend", be.as_str()), ("backend-id", "0"), ("handle", &h), ("mac", &mac), ("state", "1")] {
-            tx.write(&format!("{fe}/{k}"), v)?;
-        }
-        tx.mkdir(&be)?;
-        tx.set_perms(&be, &[Perm { domid: 0, access: Access::None }, Perm { domid, access: Access::Read }])?;
-        let keys = [("frontend", fe.as_str()), ("frontend-id", &id), ("online", "1"), ("state", "1")];
-        for (k, v) in keys.into_iter().chain([("mac", mac.as_str()), ("handle", &h), ("type", "vif")]) {
-            tx.write(&format!("{be}/{k}"), v)?;
-        }
-        if let Some(script) = script {
-            tx.write(&format!("{be}/script"), script)?;
-        }
-        Ok(())
-    })?;
-    Ok(VifDirs { domid, handle, fe, be })
+    let mac = netback::xenbus::parse_mac(&format!("{MAC}{handle}")).context("the test MAC")?;
+    let spec =
+        VifSpec { handle: Some(handle), mac: Some(mac), script: script.map(str::to_owned), ..VifSpec::new(domid) };
+    let paths = layout::attach(xs, &spec)?;
+    Ok(VifDirs { domid, handle, fe: paths.frontend, be: paths.backend })
 }
 
 /// Reads `path`, `None` if missing.
