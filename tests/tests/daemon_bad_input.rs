@@ -5,11 +5,9 @@
 mod common;
 
 use anyhow::{Context, ensure};
-use common::guest::ENV_RATE;
-use common::{Lab, WAIT, mac_of};
+use common::{Lab, WAIT};
 use grant::DomId;
 use netback::xenbus::XenbusState;
-use netfront_test::mac::format_mac;
 use std::time::{Duration, Instant};
 
 child_roles!();
@@ -51,14 +49,7 @@ fn each_bad_input_disables_only_its_own_vif() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut lab = Lab::start()?;
-    let (a, vif_a) = lab.domain("good-a")?;
-    let (b, vif_b) = lab.domain("good-b")?;
-    lab.spawn_guest(&a, "peer", &[(ENV_RATE, "1500".into())])?;
-    lab.spawn_guest(&b, "peer", &[(ENV_RATE, "1500".into())])?;
-    lab.wait_state(&vif_a.backend, XenbusState::Connected)?;
-    lab.wait_state(&vif_b.backend, XenbusState::Connected)?;
-    lab.tell(a.domid, "start", &format_mac(&mac_of(b.domid)))?;
-    lab.tell(b.domid, "start", &format_mac(&mac_of(a.domid)))?;
+    let (a, b) = lab.start_pair()?;
 
     let good_rings = [("rx-ring-ref", "9"), ("event-channel", "3"), ("request-rx-copy", "1")];
     // (domain name, frontend keys, what the error must name)
@@ -102,7 +93,7 @@ fn each_bad_input_disables_only_its_own_vif() -> anyhow::Result<()> {
     lab.guest_process(hostile).wait()?;
 
     std::thread::sleep(Duration::from_millis(300));
-    lab.finish_pair(a.domid, b.domid)?;
+    lab.finish_pair(a, b)?;
     lab.wait_guest(0)?;
     lab.wait_guest(1)?;
     lab.stop()

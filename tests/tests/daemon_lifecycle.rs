@@ -8,25 +8,11 @@ use anyhow::{Context, ensure};
 use common::guest::{ENV_RATE, ENV_ROUNDS, ENV_TARGET, ip_of};
 use common::{Lab, WAIT, fd_targets, mac_of};
 use dom0_tools::layout::{self, DetachOutcome, VifSpec};
-use grant::DomId;
 use netback::xenbus::XenbusState;
 use netfront_test::mac::format_mac;
 use std::time::{Duration, Instant};
 
 child_roles!();
-
-/// Starts a `peer` pair and lets it run; returns the two domids.
-fn start_pair(lab: &mut Lab) -> anyhow::Result<(DomId, DomId)> {
-    let (a, vif_a) = lab.domain("pair-a")?;
-    let (b, vif_b) = lab.domain("pair-b")?;
-    lab.spawn_guest(&a, "peer", &[(ENV_RATE, "1500".into())])?;
-    lab.spawn_guest(&b, "peer", &[(ENV_RATE, "1500".into())])?;
-    lab.wait_state(&vif_a.backend, XenbusState::Connected)?;
-    lab.wait_state(&vif_b.backend, XenbusState::Connected)?;
-    lab.tell(a.domid, "start", &format_mac(&mac_of(b.domid)))?;
-    lab.tell(b.domid, "start", &format_mac(&mac_of(a.domid)))?;
-    Ok((a.domid, b.domid))
-}
 
 #[test]
 fn detach_and_reattach_while_others_keep_sending() -> anyhow::Result<()> {
@@ -34,7 +20,7 @@ fn detach_and_reattach_while_others_keep_sending() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut lab = Lab::start()?;
-    let (a, b) = start_pair(&mut lab)?;
+    let (a, b) = lab.start_pair()?;
     let (c, vif_c) = lab.domain("roamer")?;
     let guest_c = lab.spawn_guest(&c, "idle", &[(ENV_TARGET, ip_of(a).to_string())])?;
     lab.hear(c.domid, "connected")?;
@@ -71,7 +57,7 @@ fn a_frontend_reconnects_after_closing() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut lab = Lab::start()?;
-    let (a, b) = start_pair(&mut lab)?;
+    let (a, b) = lab.start_pair()?;
     let (c, vif_c) = lab.domain("reconnector")?;
     let env = [(ENV_TARGET, ip_of(b).to_string()), (ENV_ROUNDS, "3".to_string())];
     let pinger = lab.spawn_guest(&c, "pinger", &env)?;
@@ -95,7 +81,7 @@ fn a_guest_that_dies_mid_transfer_is_torn_down_and_leaks_nothing() -> anyhow::Re
         return Ok(());
     }
     let mut lab = Lab::start()?;
-    let (a, b) = start_pair(&mut lab)?;
+    let (a, b) = lab.start_pair()?;
     std::thread::sleep(Duration::from_millis(200));
     let fds_before = fd_targets(lab.daemon_pid())?;
 

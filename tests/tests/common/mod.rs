@@ -20,6 +20,7 @@ use netback::control::VifReport;
 use netback::daemon::DaemonConfig;
 use netback::xenbus::XenbusState;
 use netback_e2e::{spawn_child, spawn_child_with_stdin, wait_child};
+use netfront_test::mac::format_mac;
 use simhost::{ENV_SIM_DIR, GuestSpec, SimHost};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -173,6 +174,20 @@ impl Lab {
         let path = format!("/local/domain/{domid}/data/{key}");
         wait_node(self.xs(), &path, |v| v.is_some()).with_context(|| format!("guest {domid} never wrote {key}"))?;
         Ok(self.xs().read_string(&path)?)
+    }
+
+    /// Starts a pair of `peer` guests sending to each other at 1500 frames/s (they are
+    /// guest processes 0 and 1 when started first); returns their domids.
+    pub fn start_pair(&mut self) -> anyhow::Result<(DomId, DomId)> {
+        let (a, vif_a) = self.domain("pair-a")?;
+        let (b, vif_b) = self.domain("pair-b")?;
+        self.spawn_guest(&a, "peer", &[(guest::ENV_RATE, "1500".into())])?;
+        self.spawn_guest(&b, "peer", &[(guest::ENV_RATE, "1500".into())])?;
+        self.wait_state(&vif_a.backend, XenbusState::Connected)?;
+        self.wait_state(&vif_b.backend, XenbusState::Connected)?;
+        self.tell(a.domid, "start", &format_mac(&mac_of(b.domid)))?;
+        self.tell(b.domid, "start", &format_mac(&mac_of(a.domid)))?;
+        Ok((a.domid, b.domid))
     }
 
     /// Stops a `peer`-mode pair and checks that each received everything the other sent,
