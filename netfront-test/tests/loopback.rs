@@ -5,8 +5,10 @@
 //! through the loop (its responder answers its own ARP request and echo request), and
 //! disconnects cleanly.
 
+mod common;
+
 use anyhow::{Context, ensure};
-use dom0_tools::layout::{self, VifSpec};
+use common::{GUEST_MAC, state_of, write_vif_layout};
 use grant::sim::{Credentials, DomainConfig};
 use grant::{Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
 use netback_e2e::{is_child, spawn_child, wait_child};
@@ -25,7 +27,6 @@ use vm_memory::VolatileSlice;
 use xenstore::Client;
 
 const FRAMES: u64 = 400;
-const GUEST_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x12, 0x34, 0x56];
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const WAIT: Duration = Duration::from_secs(30);
@@ -104,24 +105,8 @@ fn run_guest() -> anyhow::Result<()> {
 
 // ---- the toolstack and the backend ----
 
-/// The toolstack's layout for vif `<domid>/0`, as `nbctl attach` writes it (netif.md §1.1):
-/// guest-owned frontend dir, dom0-owned backend dir readable by the guest.
-fn write_vif_layout(xs: &Client, domid: DomId) -> anyhow::Result<(String, String)> {
-    let spec = VifSpec { handle: Some(0), mac: Some(GUEST_MAC), ..VifSpec::new(domid) };
-    let paths = layout::attach(xs, &spec)?;
-    Ok((paths.frontend, paths.backend))
-}
-
-fn state_of(xs: &Client, dir: &str) -> anyhow::Result<Option<XenbusState>> {
-    Ok(netfront_test::xenbus::read_state(xs, dir)?)
-}
-
 fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {
-    let watch = xs.watch(&format!("{dir}/state"), None)?;
-    while state_of(xs, dir)? != Some(want) {
-        watch.recv_timeout(WAIT)?.with_context(|| format!("{dir} never reached {want}"))?;
-    }
-    Ok(())
+    common::wait_state_within(xs, dir, want, WAIT)
 }
 
 /// Loops TX requests back into posted RX buffers while both rings have work; returns

@@ -12,11 +12,11 @@ mod common;
 
 use anyhow::{Context, bail, ensure};
 use common::Lab;
+use common::guest::wait_key;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use netback::frame::GsoKind;
 use netback::xenbus::XenbusState;
 use netfront_test::{Features, Netfront, NetfrontConfig, RxMeta, TxMeta};
-use simhost::Session;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -42,21 +42,7 @@ const SETS: [&str; 8] = [
     "sg,csum,csum6,gso4,gso6",
 ];
 
-#[test]
-#[ignore = "child process: the netback daemon of a lab"]
-fn child_daemon() {
-    if netback_e2e::is_child() {
-        common::run_daemon().expect("daemon");
-    }
-}
-
-#[test]
-#[ignore = "child process: a guest of the feature matrix"]
-fn child_guest() {
-    if netback_e2e::is_child() {
-        run_guest().expect("matrix guest");
-    }
-}
+child_roles!(run_guest);
 
 #[test]
 fn every_feature_mix_delivers_byte_exact_streams() -> anyhow::Result<()> {
@@ -133,19 +119,6 @@ fn stream(src: u16, dst: u16, v: usize) -> Vec<u8> {
             (state >> 56) as u8
         })
         .collect()
-}
-
-fn wait_key(session: &Session, key: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match session.xenstore.read_string(&format!("data/{key}")) {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_enoent() => {}
-            Err(e) => return Err(e.into()),
-        }
-        ensure!(Instant::now() < deadline, "data/{key} never came");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn run_guest() -> anyhow::Result<()> {

@@ -42,21 +42,27 @@ impl Backend {
     }
 }
 
-/// The toolstack's layout for vif `<domid>/0`, as `nbctl attach` writes it.
-fn write_vif_layout(xs: &Client, domid: DomId) -> anyhow::Result<(String, String)> {
+/// The toolstack's layout for vif `<domid>/0`, as `nbctl attach` writes it (netif.md §1.1):
+/// guest-owned frontend dir, dom0-owned backend dir readable by the guest.
+pub fn write_vif_layout(xs: &Client, domid: DomId) -> anyhow::Result<(String, String)> {
     let spec = VifSpec { handle: Some(0), mac: Some(GUEST_MAC), ..VifSpec::new(domid) };
     let paths = layout::attach(xs, &spec)?;
     Ok((paths.frontend, paths.backend))
 }
 
-fn state_of(xs: &Client, dir: &str) -> anyhow::Result<Option<XenbusState>> {
+pub fn state_of(xs: &Client, dir: &str) -> anyhow::Result<Option<XenbusState>> {
     Ok(netfront_test::xenbus::read_state(xs, dir)?)
 }
 
-fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {
+pub fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {
+    wait_state_within(xs, dir, want, WAIT)
+}
+
+/// Waits until `<dir>/state` is `want`, each wait for a change at most `limit`.
+pub fn wait_state_within(xs: &Client, dir: &str, want: XenbusState, limit: Duration) -> anyhow::Result<()> {
     let watch = xs.watch(&format!("{dir}/state"), None)?;
     while state_of(xs, dir)? != Some(want) {
-        watch.recv_timeout(WAIT)?.with_context(|| format!("{dir} never reached {want}"))?;
+        watch.recv_timeout(limit)?.with_context(|| format!("{dir} never reached {want}"))?;
     }
     Ok(())
 }

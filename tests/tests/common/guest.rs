@@ -47,6 +47,19 @@ impl PeerReport {
         Ok(PeerReport { received, lost, reordered, duplicated, corrupt })
     }
 
+    /// What `receiver` got of `flow`, plus every corrupt frame.
+    fn of_flow(receiver: &Receiver, flow: u32) -> PeerReport {
+        let report = receiver.report();
+        let f = report.flows.get(&flow).copied().unwrap_or_default();
+        PeerReport {
+            received: f.received,
+            lost: f.lost,
+            reordered: f.reordered,
+            duplicated: f.duplicated,
+            corrupt: report.corrupt,
+        }
+    }
+
     fn text(&self) -> String {
         format!("{} {} {} {} {}", self.received, self.lost, self.reordered, self.duplicated, self.corrupt)
     }
@@ -91,7 +104,7 @@ fn responder(session: &Session, nf: &Nf) -> Responder {
 }
 
 /// Waits for `data/<key>` and returns its value.
-fn wait_key(session: &Session, key: &str) -> anyhow::Result<String> {
+pub fn wait_key(session: &Session, key: &str) -> anyhow::Result<String> {
     let watch = session.xenstore.watch(&format!("data/{key}"), None)?;
     let deadline = Instant::now() + WAIT;
     loop {
@@ -172,16 +185,7 @@ fn peer(session: &Session) -> anyhow::Result<()> {
         }
     }
     receiver.expect(peer_flow, expect);
-    let report = receiver.report();
-    let flow = report.flows.get(&peer_flow).copied().unwrap_or_default();
-    let out = PeerReport {
-        received: flow.received,
-        lost: flow.lost,
-        reordered: flow.reordered,
-        duplicated: flow.duplicated,
-        corrupt: report.corrupt,
-    };
-    session.xenstore.write("data/report", out.text())?;
+    session.xenstore.write("data/report", PeerReport::of_flow(&receiver, peer_flow).text())?;
     nf.disconnect()?;
     Ok(())
 }
@@ -239,16 +243,7 @@ fn listener(session: &Session) -> anyhow::Result<()> {
             nf.wait(Duration::from_millis(20))?;
         }
     }
-    let report = receiver.report();
-    let r = report.flows.get(&flow).copied().unwrap_or_default();
-    let out = PeerReport {
-        received: r.received,
-        lost: r.lost,
-        reordered: r.reordered,
-        duplicated: r.duplicated,
-        corrupt: report.corrupt,
-    };
-    session.xenstore.write("data/report", out.text())?;
+    session.xenstore.write("data/report", PeerReport::of_flow(&receiver, flow).text())?;
     nf.disconnect()?;
     Ok(())
 }

@@ -33,10 +33,14 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The control socket's file name in the host directory.
 pub const CONTROL: &str = "netback.sock";
 
-/// Declares the `#[ignore]`d child tests the lab starts: `child_daemon` and `child_guest`.
+/// Declares the `#[ignore]`d child tests the lab starts: `child_daemon` and `child_guest`,
+/// which runs [`guest::run`] or the guest role given (`child_roles!(my_guest)`).
 #[macro_export]
 macro_rules! child_roles {
     () => {
+        child_roles!(common::guest::run);
+    };
+    ($guest:path) => {
         #[test]
         #[ignore = "child process: the netback daemon of a lab"]
         fn child_daemon() {
@@ -49,7 +53,7 @@ macro_rules! child_roles {
         #[ignore = "child process: a guest of a lab"]
         fn child_guest() {
             if netback_e2e::is_child() {
-                common::guest::run().expect("guest");
+                $guest().expect("guest");
             }
         }
     };
