@@ -14,6 +14,11 @@ mod sim;
 mod study;
 mod table;
 
+/// mimalloc: frames are allocated on one thread and freed on another (see the workspace
+/// manifest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;

@@ -4,6 +4,11 @@
 //! (`nbctl sim`), `--embedded` (the default there) starts one in this process.
 #![forbid(unsafe_code)]
 
+/// mimalloc: frames are allocated on one thread and freed on another (see the workspace
+/// manifest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -74,8 +74,29 @@ pub trait Uplink: Send {
     /// room the frame is dropped and counted.
     fn transmit(&self, frame: Frame) -> TransmitOutcome;
 
+    /// Sends the guest's frames in order, draining `frames`; returns how many were
+    /// [`TransmitOutcome::Dropped`]. Implementations amortize locks and wake-ups over the
+    /// batch; the default sends one at a time.
+    fn transmit_batch(&self, frames: &mut Vec<Frame>) -> usize {
+        let mut dropped = 0;
+        for frame in frames.drain(..) {
+            if let TransmitOutcome::Dropped(_) = self.transmit(frame) {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     /// Takes the next frame waiting for this port, if any. Never blocks.
     fn pop(&self) -> Option<Frame>;
+
+    /// Appends up to `max` waiting frames to `out`, oldest first. Never blocks.
+    fn pop_batch(&self, max: usize, out: &mut Vec<Frame>) {
+        for _ in 0..max {
+            let Some(frame) = self.pop() else { break };
+            out.push(frame);
+        }
+    }
 
     /// A descriptor that polls readable while [`Uplink::pop`] has a frame.
     fn ready_fd(&self) -> BorrowedFd<'_>;

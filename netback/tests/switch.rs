@@ -131,6 +131,54 @@ fn entries_age_out() {
 }
 
 #[test]
+fn the_batched_fast_path_ages_out_like_the_table() {
+    let config = SwitchConfig { mac_aging: Duration::from_millis(100), ..SwitchConfig::default() };
+    let (_sw, p) = switch_with(config, 3);
+    p[0].transmit(frame(BROADCAST_MAC, A, 0));
+    assert_eq!((drain(&p[1]), drain(&p[2])), (vec![0], vec![0]));
+    // p1 keeps sending B -> A in batches: A stays cached as p0's, B stays learned.
+    let start = std::time::Instant::now();
+    let mut t = 1;
+    while start.elapsed() < Duration::from_millis(60) {
+        assert_eq!(p[1].transmit_batch(&mut vec![frame(A, B, t), frame(A, B, t + 1)]), 0);
+        assert_eq!(drain(&p[0]), vec![t, t + 1]);
+        // Empty unless a stalled machine let A age out mid-loop (then these were flooded).
+        drain(&p[2]);
+        t += 2;
+        thread::sleep(Duration::from_millis(5));
+    }
+    // A falls silent: within the aging time plus the cache's refresh interval, B's frames
+    // to A are flooded instead of following a stale cache entry.
+    thread::sleep(Duration::from_millis(250));
+    assert_eq!(p[1].transmit_batch(&mut vec![frame(A, B, 1000)]), 0);
+    assert_eq!((drain(&p[0]), drain(&p[2])), (vec![1000], vec![1000]), "flooded");
+    // That frame learned B again: p0 answering reaches only p1.
+    assert_eq!(p[0].transmit(frame(B, A, 1001)), TransmitOutcome::Sent);
+    assert_eq!((drain(&p[1]), drain(&p[2])), (vec![1001], vec![]));
+}
+
+#[test]
+fn batched_runs_are_bounded_and_wake_the_reader_once() {
+    let config = SwitchConfig { port_queue_frames: 3, ..SwitchConfig::default() };
+    let (_sw, p) = switch_with(config, 2);
+    p[1].transmit(frame(BROADCAST_MAC, B, 0));
+    drain(&p[0]);
+    assert!(!readable(&p[1]));
+    let mut batch: Vec<Frame> = (1..=5).map(|t| frame(B, A, t)).collect();
+    assert_eq!(p[0].transmit_batch(&mut batch), 2, "two past the 3-frame bound");
+    assert_eq!(p[1].stats().dropped_queue_full, 2);
+    assert!(readable(&p[1]));
+    let mut got = Vec::new();
+    p[1].pop_batch(2, &mut got);
+    assert_eq!(got.iter().map(tag).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(readable(&p[1]), "one frame still waits");
+    p[1].pop_batch(8, &mut got);
+    assert_eq!(got.iter().map(tag).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(!readable(&p[1]), "empty: the fd stops polling readable");
+    assert_eq!(p[1].stats().rx_frames, 3);
+}
+
+#[test]
 fn a_moved_mac_is_relearned() {
     let (sw, p) = switch(3);
     p[0].transmit(frame(BROADCAST_MAC, A, 0));

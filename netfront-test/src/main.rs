@@ -3,6 +3,11 @@
 //! and pings, sends generated traffic, or receives and verifies it.
 #![forbid(unsafe_code)]
 
+/// mimalloc: frames are allocated on one thread and freed on another (see the workspace
+/// manifest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use netfront_test::mac::{Mac, format_mac, parse_mac};

@@ -13,6 +13,7 @@
 //! port's queue behind its own `Mutex`. No two of the first two are held at
 //! once; a queue lock is only taken under the ports read lock.
 
+mod forward;
 mod mac_table;
 mod port;
 mod queue;
@@ -129,6 +130,9 @@ pub struct Switch {
     /// `ports.len() <= config.max_ports`.
     ports: RwLock<BTreeMap<PortId, Arc<PortQueue>>>,
     next_id: AtomicU64,
+    /// Bumped after every change of `macs` or `ports` that can move a MAC's destination;
+    /// a port's forwarding cache is valid only for the generation it was filled in.
+    generation: AtomicU64,
 }
 
 /// Lock helpers: a poisoned lock only means another thread panicked between
@@ -144,7 +148,14 @@ impl Switch {
     /// A switch with no ports.
     pub fn new(config: SwitchConfig) -> Arc<Switch> {
         let macs = RwLock::new(MacTable::new(config.mac_table_capacity, config.mac_aging));
-        Arc::new(Switch { config, epoch: Instant::now(), macs, ports: RwLock::default(), next_id: AtomicU64::new(1) })
+        Arc::new(Switch {
+            config,
+            epoch: Instant::now(),
+            macs,
+            ports: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+        })
     }
 
     /// The configuration the switch was created with.
@@ -171,6 +182,7 @@ impl Switch {
             }
             ports.insert(id, Arc::clone(&queue));
         }
+        self.changed();
         debug!(%id, name, "switch: port added");
         Ok(SwitchPort::new(Arc::clone(self), queue))
     }
@@ -182,6 +194,7 @@ impl Switch {
         // looked one up in between finds no port and floods instead.
         write(&self.ports).remove(&id);
         write(&self.macs).forget_port(id);
+        self.changed();
         debug!(%id, "switch: port removed, its MACs forgotten");
     }
 
@@ -212,32 +225,35 @@ impl Switch {
         nanos(self.epoch.elapsed())
     }
 
-    /// Forwards a frame that entered on `ingress`.
-    fn transmit(&self, ingress: &PortQueue, frame: Frame) -> TransmitOutcome {
+    /// Forwards a frame that entered on `ingress` (the slow path: MAC table and port map
+    /// under their locks). Also returns the queue of the one known destination, if the frame
+    /// had one, for the ingress port's forwarding cache.
+    fn transmit(&self, ingress: &PortQueue, frame: Frame) -> (TransmitOutcome, Option<Arc<PortQueue>>) {
         let c = &ingress.counters;
         bump(&c.tx_frames);
         add(&c.tx_bytes, frame.len());
         let (Some(src), Some(dst)) = (frame.src_mac(), frame.dst_mac()) else {
             bump(&c.dropped_runt);
-            return TransmitOutcome::Dropped(DropReason::Runt);
+            return (TransmitOutcome::Dropped(DropReason::Runt), None);
         };
         if is_multicast_mac(&src) {
             bump(&c.dropped_bad_source_mac);
-            return TransmitOutcome::Dropped(DropReason::BadSourceMac);
+            return (TransmitOutcome::Dropped(DropReason::BadSourceMac), None);
         }
         let dest = self.learn_and_lookup(ingress.id, src, dst);
         let ports = read(&self.ports);
         match dest.and_then(|id| ports.get(&id)) {
             Some(_) if dest == Some(ingress.id) => {
                 bump(&c.dropped_hairpin);
-                TransmitOutcome::Dropped(DropReason::Hairpin)
+                (TransmitOutcome::Dropped(DropReason::Hairpin), None)
             }
             Some(port) => {
-                if port.push(frame) {
+                let outcome = if port.push(frame) {
                     TransmitOutcome::Sent
                 } else {
                     TransmitOutcome::Dropped(DropReason::QueueFull)
-                }
+                };
+                (outcome, Some(Arc::clone(port)))
             }
             None => {
                 bump(&c.floods);
@@ -253,9 +269,14 @@ impl Switch {
                         None => {}
                     }
                 }
-                TransmitOutcome::Flooded { queued, queue_full }
+                (TransmitOutcome::Flooded { queued, queue_full }, None)
             }
         }
+    }
+
+    /// Bumps the generation: every port's forwarding cache must look up again.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Learns `src` on `ingress`, then returns where `dst` lives (`None`:
@@ -271,6 +292,7 @@ impl Switch {
         let found = found.unwrap_or_else(|| {
             let mut macs = write(&self.macs);
             macs.learn(src, ingress, now);
+            self.changed();
             if is_multicast_mac(&dst) { Lookup::Unknown } else { macs.lookup(&dst, now) }
         });
         match found {
@@ -278,6 +300,7 @@ impl Switch {
             Lookup::Unknown => None,
             Lookup::Expired => {
                 write(&self.macs).remove_expired(&dst, now);
+                self.changed();
                 None
             }
         }

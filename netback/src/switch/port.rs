@@ -1,8 +1,9 @@
 //! [`SwitchPort`]: a vif's handle on its port of the switch.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use super::forward::ForwardCache;
 use super::queue::PortQueue;
 use super::{PortId, Switch};
 use crate::frame::Frame;
@@ -15,11 +16,13 @@ use crate::port::{PortStats, TransmitOutcome, Uplink};
 pub struct SwitchPort {
     switch: Arc<Switch>,
     queue: Arc<PortQueue>,
+    /// Only the port's owner transmits, so this lock is never contended.
+    cache: Mutex<ForwardCache>,
 }
 
 impl SwitchPort {
     pub(super) fn new(switch: Arc<Switch>, queue: Arc<PortQueue>) -> SwitchPort {
-        SwitchPort { switch, queue }
+        SwitchPort { switch, queue, cache: Mutex::default() }
     }
 
     /// This port's id (as in [`Switch::mac_table`] and [`Switch::snapshot`]).
@@ -45,11 +48,20 @@ impl SwitchPort {
 
 impl Uplink for SwitchPort {
     fn transmit(&self, frame: Frame) -> TransmitOutcome {
-        self.switch.transmit(&self.queue, frame)
+        self.switch.transmit(&self.queue, frame).0
+    }
+
+    fn transmit_batch(&self, frames: &mut Vec<Frame>) -> usize {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        self.switch.transmit_batch(&self.queue, &mut cache, frames)
     }
 
     fn pop(&self) -> Option<Frame> {
         self.queue.pop()
+    }
+
+    fn pop_batch(&self, max: usize, out: &mut Vec<Frame>) {
+        self.queue.pop_batch(max, out);
     }
 
     fn ready_fd(&self) -> BorrowedFd<'_> {

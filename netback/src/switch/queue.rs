@@ -121,6 +121,53 @@ impl PortQueue {
         true
     }
 
+    /// Queues the frames of `run` in order, draining it, under one lock; those past the
+    /// frame or byte bound are dropped (counting `queue_full`). Returns how many were dropped.
+    pub(super) fn push_run(&self, run: &mut Vec<Frame>) -> usize {
+        if run.is_empty() {
+            return 0;
+        }
+        let mut dropped = 0;
+        let mut w = self.lock();
+        let was_empty = w.frames.is_empty();
+        for frame in run.drain(..) {
+            let len = frame.len();
+            if w.frames.len() < self.max_frames && w.bytes.saturating_add(len) <= self.max_bytes {
+                w.frames.push_back(frame);
+                w.bytes += len;
+            } else {
+                dropped += 1;
+            }
+        }
+        if was_empty && !w.frames.is_empty() {
+            // Empty -> non-empty: make the fd readable (see invariant).
+            let _ = self.ready.write(1);
+        }
+        drop(w);
+        add(&self.counters.dropped_queue_full, dropped);
+        dropped
+    }
+
+    /// Moves up to `max` of the oldest waiting frames to `out`, under one lock.
+    pub(super) fn pop_batch(&self, max: usize, out: &mut Vec<Frame>) {
+        let (mut frames, mut bytes) = (0, 0);
+        let mut w = self.lock();
+        while frames < max {
+            let Some(frame) = w.frames.pop_front() else { break };
+            w.bytes -= frame.len();
+            frames += 1;
+            bytes += frame.len();
+            out.push(frame);
+        }
+        if frames > 0 && w.frames.is_empty() {
+            // Non-empty -> empty: drain the counter (see invariant).
+            let _ = self.ready.read();
+        }
+        drop(w);
+        add(&self.counters.rx_frames, frames);
+        add(&self.counters.rx_bytes, bytes);
+    }
+
     /// Takes the oldest waiting frame.
     pub(super) fn pop(&self) -> Option<Frame> {
         let mut w = self.lock();

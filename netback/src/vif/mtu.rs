@@ -40,8 +40,24 @@ impl<U: Uplink> Uplink for MtuGate<U> {
         self.inner.transmit(frame)
     }
 
+    fn transmit_batch(&self, frames: &mut Vec<Frame>) -> usize {
+        let max_len = self.max_len.load(Ordering::Relaxed);
+        let before = frames.len();
+        frames.retain(|f| f.len() <= max_len || f.offload().gso.is_some());
+        let refused = before - frames.len();
+        if refused > 0 {
+            tracing::debug!(refused, "TX frames beyond the MTU dropped");
+            VifCounters::add(&self.counters.batching.tx_dropped_mtu, refused as u64);
+        }
+        refused + self.inner.transmit_batch(frames)
+    }
+
     fn pop(&self) -> Option<Frame> {
         self.inner.pop()
+    }
+
+    fn pop_batch(&self, max: usize, out: &mut Vec<Frame>) {
+        self.inner.pop_batch(max, out);
     }
 
     fn ready_fd(&self) -> BorrowedFd<'_> {

@@ -6,9 +6,9 @@
 //! How a frame is delivered (as is, segmented, checksum filled, dropped) is decided from the
 //! receiver's features by [`prepare`]. A frame is taken only once the ring holds all the
 //! requests it needs, never partially; until then it waits here and the RX event is armed
-//! for that many requests ([`RxPath::final_check`]). A frame is popped from the uplink only
-//! while the RX ring has an unconsumed request and nothing waits here, so a guest that posts
-//! no buffers leaves its frames in the (bounded) uplink queue.
+//! for that many requests ([`RxPath::final_check`]). Frames are popped from the uplink only
+//! while nothing waits here, in one batch of at most one frame per unconsumed RX request, so
+//! a guest that posts no buffers leaves its frames in the (bounded) uplink queue.
 
 use grant::{CopyPtr, CopySegment, DomId, GrantOps, PAGE_SIZE};
 use netif::abi::{NETIF_RSP_ERROR, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA};
@@ -53,6 +53,8 @@ pub(super) struct RxPath {
     waiting: VecDeque<Ready>,
     taken: Vec<Ready>,
     reqs: Vec<RxRequest>,
+    /// Frames just popped from the uplink, before `prepare` (kept to reuse its allocation).
+    popped: Vec<crate::frame::Frame>,
 }
 
 impl RxPath {
@@ -92,12 +94,20 @@ impl RxPath {
         let (mut popped, mut taken) = (0, 0);
         while taken < ctx.batch && popped < ctx.batch {
             let Some(next) = self.waiting.front() else {
-                if ring.unconsumed_requests() == 0 {
+                // At most one frame per posted request and per batch place left: a frame
+                // needs at least one request, so none is popped for nothing.
+                let room = (ring.unconsumed_requests() as usize).min(ctx.batch - popped);
+                if room == 0 {
                     break;
                 }
-                let Some(frame) = ctx.uplink.pop() else { break };
-                popped += 1;
-                prepare(frame, &ctx.features, ctx.counters, &mut self.waiting);
+                ctx.uplink.pop_batch(room, &mut self.popped);
+                if self.popped.is_empty() {
+                    break;
+                }
+                popped += self.popped.len();
+                for frame in self.popped.drain(..) {
+                    prepare(frame, &ctx.features, ctx.counters, &mut self.waiting);
+                }
                 continue;
             };
             let need = next.slots();

@@ -15,7 +15,7 @@ use vm_memory::VolatileSlice;
 use super::tx_parse::{LEGACY_SLOTS_MAX, Parsed, TxPacket, parse};
 use super::{DatapathError, VifCounters};
 use crate::frame::{ETH_HLEN, Frame, Gso, GsoKind, Offload};
-use crate::port::{TransmitOutcome, Uplink};
+use crate::port::Uplink;
 
 /// The response a consumed slot gets, planned in ring order.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +40,9 @@ struct SlotCopy {
 #[derive(Debug)]
 struct Pending {
     id: u16,
-    slots: Vec<SlotCopy>,
+    /// This frame's slots: `TxPath::slots[first_slot..first_slot + nslots]`.
+    first_slot: usize,
+    nslots: usize,
     buf: Vec<u8>,
     offload: Offload,
 }
@@ -72,8 +74,11 @@ pub(super) struct TxPath {
     stalled: u32,
     answers: Vec<Answer>,
     frames: Vec<Pending>,
-    /// Copy segments planned for `frames` (one per data slot).
-    segments: usize,
+    /// The data slots of every planned frame, in order; its length is the number of copy
+    /// segments planned for `frames` (one per data slot).
+    slots: Vec<SlotCopy>,
+    /// Good frames of the batch on their way to the uplink (kept to reuse its allocation).
+    outgoing: Vec<Frame>,
 }
 
 impl TxPath {
@@ -89,7 +94,7 @@ impl TxPath {
         self.stalled = 0;
         self.answers.clear();
         self.frames.clear();
-        self.segments = 0;
+        self.slots.clear();
         let mut packets = 0;
         let mut more = false;
         while packets < ctx.batch {
@@ -177,13 +182,13 @@ impl TxPath {
         };
         let first = SlotCopy { gref: p.first.gref, offset: p.first.offset, len: first_len };
         let rest = p.frags.iter().map(|f| SlotCopy { gref: f.gref, offset: f.offset, len: f.size });
-        let slots: Vec<SlotCopy> = std::iter::once(first).chain(rest).collect();
-        self.answers.push(Answer::Copy(p.first.id, self.segments));
+        let first_slot = self.slots.len();
+        self.slots.extend(std::iter::once(first).chain(rest));
+        self.answers.push(Answer::Copy(p.first.id, first_slot));
         self.answers.extend(p.extras.iter().map(|_| Answer::Status(p.first.id, NETIF_RSP_NULL)));
-        self.answers.extend(p.frags.iter().enumerate().map(|(i, f)| Answer::Copy(f.id, self.segments + 1 + i)));
-        self.segments += slots.len();
+        self.answers.extend(p.frags.iter().enumerate().map(|(i, f)| Answer::Copy(f.id, first_slot + 1 + i)));
         let buf = vec![0; usize::from(p.first.size)];
-        self.frames.push(Pending { id: p.first.id, slots, buf, offload });
+        self.frames.push(Pending { id: p.first.id, first_slot, nslots: 1 + p.frags.len(), buf, offload });
     }
 
     /// One grant-copy batch for the planned frames, then one response per consumed slot in
@@ -193,12 +198,12 @@ impl TxPath {
         ring: &mut BackRing<TxRing, M>,
         ctx: &TxContext<'_, G, U>,
     ) -> Result<(), DatapathError> {
-        let mut copied = Vec::with_capacity(self.segments);
+        let mut copied = Vec::with_capacity(self.slots.len());
         if !self.frames.is_empty() {
-            let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.segments);
+            let mut segs: Vec<CopySegment<'_>> = Vec::with_capacity(self.slots.len());
             for frame in &mut self.frames {
                 let mut rest = &mut frame.buf[..];
-                for slot in &frame.slots {
+                for slot in &self.slots[frame.first_slot..frame.first_slot + frame.nslots] {
                     let (dst, tail) = rest.split_at_mut(usize::from(slot.len));
                     rest = tail;
                     let src = CopyPtr::Grant { domid: ctx.domid, gref: slot.gref, offset: slot.offset };
@@ -225,26 +230,27 @@ impl TxPath {
         let mut segments = copied.into_iter();
         for pending in self.frames.drain(..) {
             // Every slot's segment must have succeeded (consume them all either way).
-            let ok = segments.by_ref().take(pending.slots.len()).filter(|ok| !ok).count() == 0;
+            let ok = segments.by_ref().take(pending.nslots).filter(|ok| !ok).count() == 0;
             if !ok {
-                tracing::debug!(id = pending.id, slots = pending.slots.len(), "TX grant copy failed");
+                tracing::debug!(id = pending.id, slots = pending.nslots, "TX grant copy failed");
                 VifCounters::add(&ctx.counters.tx_dropped_copy_failed, 1);
                 continue;
             }
             let len = pending.buf.len() as u64;
             VifCounters::add(&ctx.counters.tx_packets, 1);
             VifCounters::add(&ctx.counters.tx_bytes, len);
-            if pending.slots.len() > 1 {
+            if pending.nslots > 1 {
                 VifCounters::add(&ctx.counters.tx_sg_frames, 1);
             }
             if pending.offload.gso.is_some() {
                 VifCounters::add(&ctx.counters.tx_gso_frames, 1);
             }
-            let frame = Frame::with_offload(pending.buf, pending.offload);
-            if let TransmitOutcome::Dropped(reason) = ctx.uplink.transmit(frame) {
-                tracing::debug!(?reason, len, "uplink dropped a TX frame");
-                VifCounters::add(&ctx.counters.tx_dropped_uplink, 1);
-            }
+            self.outgoing.push(Frame::with_offload(pending.buf, pending.offload));
+        }
+        let refused = ctx.uplink.transmit_batch(&mut self.outgoing);
+        if refused > 0 {
+            tracing::debug!(refused, "uplink dropped TX frames");
+            VifCounters::add(&ctx.counters.tx_dropped_uplink, refused as u64);
         }
         self.answers.clear();
         Ok(())
