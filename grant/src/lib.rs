@@ -1,14 +1,15 @@
 //! Hypervisor interfaces a netif backend and frontend need: grant copy, grant map,
 //! grant allocation (sharing pages with another domain) and event channels.
 //!
-//! Each interface is a trait with a simulated implementation ([`sim`]) that is always
-//! compiled; the `/dev/xen` implementation sits behind the same traits. The data path of
+//! Each interface is a trait with a simulated implementation ([`sim`]) and a real one over
+//! Linux's `/dev/xen` devices ([`xen`]), both always compiled. The data path of
 //! the daemon is generic over these traits, so the same code runs on both.
 //!
 //! Every byte of another domain's memory is reached through a [`GrantMapping`] (one page,
 //! unmapped on drop) or a [`GrantOps::copy`] batch; callers never see raw pointers.
 
 pub mod sim;
+pub mod xen;
 
 mod error;
 mod mapping;
