@@ -1,7 +1,9 @@
 //! `netback`: the userspace Xen netif backend daemon.
 //!
-//! Without `/dev/xen` it serves a simulated host: `--sim-dir` joins one that runs elsewhere
-//! (`nbctl sim`), `--embedded` (the default there) starts one in this process.
+//! In a Xen dom0 (`/dev/xen/gntdev` present, or `--xen`) it serves the real host: xenstored,
+//! `/dev/xen/gntdev` and `/dev/xen/evtchn`. Without `/dev/xen` it serves a simulated host:
+//! `--sim-dir` joins one that runs elsewhere (`nbctl sim`), `--embedded` (the default there)
+//! starts one in this process.
 #![forbid(unsafe_code)]
 
 /// mimalloc: frames are allocated on one thread and freed on another (see the workspace
@@ -10,32 +12,42 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use netback::daemon::{self, DaemonConfig};
+use netback::daemon::{self, DaemonConfig, UplinkMode};
 use netback::switch::SwitchConfig;
 use netback::vif::{KnobValues, PartialKnobs};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
 use simhost::SimHost;
+
+mod xen;
 use tracing_subscriber::EnvFilter;
 
 /// Userspace Xen network backend.
 #[derive(Debug, Parser)]
 #[command(name = "netback", version, about)]
 struct Args {
+    /// Serve the real Xen host (the default when /dev/xen/gntdev exists).
+    #[arg(long, conflicts_with_all = ["sim_dir", "embedded"])]
+    xen: bool,
     /// Join the simulated host in DIR as Dom0 (with `--embedded`: start it there).
     #[arg(long, value_name = "DIR")]
     sim_dir: Option<PathBuf>,
     /// Start a simulated host in this process (the default when there is no /dev/xen).
     #[arg(long)]
     embedded: bool,
-    /// The control socket (default `<sim dir>/netback.sock`).
+    /// The control socket (default `<sim dir>/netback.sock`, on Xen `/run/netback/netback.sock`).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Each vif's uplink: `switch` (the embedded switch), `tap` (a TAP device `vif<domid>.<handle>`
+    /// for the host's bridge or Open vSwitch) or `auto` (a TAP when the backend directory has a
+    /// `script` or `bridge` node, as `xl` writes). Default: `auto` on Xen, `switch` on the sim.
+    #[arg(long, value_name = "MODE")]
+    uplink: Option<UplinkMode>,
     /// Initial knobs of every vif (defaults: see `nbctl set --help`; changed at run time
     /// with `nbctl set`).
     #[command(flatten)]
@@ -66,7 +78,7 @@ impl Args {
         KnobValues::default().with(&old).with(&self.knobs)
     }
 
-    fn config(&self, sim_dir: &Path) -> DaemonConfig {
+    fn config(&self, control_socket: PathBuf, default_uplink: UplinkMode) -> DaemonConfig {
         DaemonConfig {
             backend_domid: 0,
             switch: SwitchConfig {
@@ -76,9 +88,8 @@ impl Args {
             },
             datapath: Default::default(),
             knobs: self.knobs(),
-            control_socket: Some(
-                self.control.clone().unwrap_or_else(|| sim_dir.join(netback::control::SIM_SOCKET_NAME)),
-            ),
+            control_socket: Some(self.control.clone().unwrap_or(control_socket)),
+            uplink: self.uplink.unwrap_or(default_uplink),
         }
     }
 }
@@ -93,10 +104,7 @@ fn main() -> anyhow::Result<()> {
         bail!("--port-queue-frames must be at least 1");
     }
     args.knobs().validate().context("invalid knob flags")?;
-    let real_xen = Path::new("/dev/xen").exists();
-    if real_xen && args.sim_dir.is_none() && !args.embedded {
-        bail!("real Xen support is not built yet; run with --embedded to serve a simulated host");
-    }
+    let real_xen = args.xen || (args.sim_dir.is_none() && !args.embedded && grant::xen::available());
 
     // Before any thread starts, so every thread inherits the blocked mask and the signals
     // are only ever delivered through the signalfd.
@@ -105,6 +113,16 @@ fn main() -> anyhow::Result<()> {
     signals.add(Signal::SIGTERM);
     signals.thread_block().context("blocking SIGINT and SIGTERM")?;
     let stop = SignalFd::new(&signals).context("creating the signalfd")?;
+
+    if real_xen {
+        let (grants, xs) = xen::open()?;
+        let socket = args.control.clone().unwrap_or_else(|| PathBuf::from(xen::CONTROL_SOCKET));
+        xen::prepare_socket_dir(&socket)?;
+        let config = DaemonConfig { backend_domid: xen::own_domid(&xs), ..args.config(socket, UplinkMode::Auto) };
+        daemon::run(grants, xs, config, stop.as_fd()).context("netback daemon")?;
+        tracing::info!("netback stopped");
+        return Ok(());
+    }
 
     let _host;
     let dir = match &args.sim_dir {
@@ -121,7 +139,8 @@ fn main() -> anyhow::Result<()> {
             dir
         }
     };
-    daemon::run_sim(&dir, args.config(&dir), stop.as_fd()).context("netback daemon")?;
+    daemon::run_sim(&dir, args.config(dir.join(netback::control::SIM_SOCKET_NAME), UplinkMode::Switch), stop.as_fd())
+        .context("netback daemon")?;
     tracing::info!("netback stopped");
     Ok(())
 }

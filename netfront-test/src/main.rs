@@ -1,6 +1,8 @@
-//! `netfront-test`: a userspace netfront for the simulated Xen host. Joins the host named
-//! by the environment (`NETBACK_SIM_DIR`, `NETBACK_SIM_TOKEN`), connects `device/vif/<handle>`
-//! and pings, sends generated traffic, or receives and verifies it.
+//! `netfront-test`: a userspace netfront. In a Xen guest (`/dev/xen` present, or `--xen`) it
+//! shares pages through `/dev/xen/gntalloc`, binds event channels through `/dev/xen/evtchn`
+//! and talks to xenstore through `/dev/xen/xenbus`; otherwise it joins the simulated host
+//! named by the environment (`NETBACK_SIM_DIR`, `NETBACK_SIM_TOKEN`). It connects
+//! `device/vif/<handle>` and pings, sends generated traffic, or receives and verifies it.
 #![forbid(unsafe_code)]
 
 /// mimalloc: frames are allocated on one thread and freed on another (see the workspace
@@ -10,6 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use grant::EventChannel;
 use netfront_test::mac::{Mac, format_mac, parse_mac};
 use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
 use netfront_test::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
@@ -54,6 +57,12 @@ struct Args {
     /// Handshake and reply timeout, in seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// Run as a real Xen guest (the default when /dev/xen exists and NETBACK_SIM_DIR is unset).
+    #[arg(long, conflicts_with = "sim")]
+    xen: bool,
+    /// Join the simulated host named by the environment even if /dev/xen exists.
+    #[arg(long)]
+    sim: bool,
 }
 
 fn mac_arg(s: &str) -> Result<Mac, String> {
@@ -71,10 +80,25 @@ fn size_arg(s: &str) -> Result<FrameSize, String> {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
-    let session = simhost::join_from_env().context("joining the sim host")?;
+    let real = args.xen || (!args.sim && grant::xen::available() && std::env::var_os("NETBACK_SIM_DIR").is_none());
+    if real {
+        let host = grant::xen::XenHost::open()?;
+        let xs = xenstore::Client::open_default()
+            .context("cannot reach xenstore (/dev/xen/xenbus): is this a Xen guest with xenfs/xenbus?")?;
+        run(&args, Netfront::connect(&host, xs, args.handle, config(&args))?)
+    } else {
+        let session = simhost::join_from_env().context("joining the sim host")?;
+        run(&args, Netfront::connect(&session.domain, session.xenstore.clone(), args.handle, config(&args))?)
+    }
+}
+
+fn config(args: &Args) -> NetfrontConfig {
     let features = if args.offload { Features::ALL } else { Features::default() };
-    let config = NetfrontConfig { timeout: Duration::from_secs(args.timeout), features, ..NetfrontConfig::default() };
-    let mut nf = Netfront::connect(&session.domain, session.xenstore.clone(), args.handle, config)?;
+    NetfrontConfig { timeout: Duration::from_secs(args.timeout), features, ..NetfrontConfig::default() }
+}
+
+/// Does what the arguments ask on a connected netfront, then disconnects.
+fn run<C: EventChannel>(args: &Args, mut nf: Netfront<C>) -> anyhow::Result<()> {
     println!("connected vif {} as {} ({}), backend {}", args.handle, format_mac(&nf.mac()), args.ip, nf.info().backend);
     let responder = Responder::new(nf.mac(), args.ip);
     let timeout = Duration::from_secs(args.timeout);
@@ -96,8 +120,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Receives until `deadline`, answering ARP/ping; returns the first frame `want` accepts.
-fn recv_until<T>(
-    nf: &mut Netfront<grant::sim::SimEventChannel>,
+fn recv_until<T, C: EventChannel>(
+    nf: &mut Netfront<C>,
     responder: &Responder,
     deadline: Instant,
     mut want: impl FnMut(&[u8]) -> Option<T>,
@@ -116,8 +140,8 @@ fn recv_until<T>(
     Ok(None)
 }
 
-fn ping(
-    nf: &mut Netfront<grant::sim::SimEventChannel>,
+fn ping<C: EventChannel>(
+    nf: &mut Netfront<C>,
     me: &Responder,
     target: Ipv4Addr,
     count: u16,
@@ -146,7 +170,7 @@ fn ping(
     if answered == 0 { bail!("{target} did not answer") } else { Ok(()) }
 }
 
-fn send(nf: &mut Netfront<grant::sim::SimEventChannel>, cfg: GeneratorConfig) -> anyhow::Result<()> {
+fn send<C: EventChannel>(nf: &mut Netfront<C>, cfg: GeneratorConfig) -> anyhow::Result<()> {
     let mut generator = Generator::new(cfg)?;
     let start = Instant::now();
     loop {
@@ -164,7 +188,7 @@ fn send(nf: &mut Netfront<grant::sim::SimEventChannel>, cfg: GeneratorConfig) ->
     Ok(())
 }
 
-fn receive(nf: &mut Netfront<grant::sim::SimEventChannel>, me: &Responder, duration: Duration) -> anyhow::Result<()> {
+fn receive<C: EventChannel>(nf: &mut Netfront<C>, me: &Responder, duration: Duration) -> anyhow::Result<()> {
     let mut receiver = Receiver::new();
     recv_until(nf, me, Instant::now() + duration, |f| {
         let _ = receiver.receive(f);

@@ -18,6 +18,7 @@ use super::{DaemonConfig, DaemonError};
 use crate::switch::Switch;
 use crate::vif::VifId;
 use crate::xenbus::keys::read_optional;
+use crate::xenbus::{self, XenbusError, XenbusState};
 
 const STOP: u64 = 0;
 const ROOT: u64 = 1;
@@ -41,6 +42,10 @@ pub(super) struct Daemon<G> {
     watches: HashMap<u64, (VifId, Watch)>,
     tokens: HashMap<VifId, u64>,
     next_token: u64,
+    /// Vifs whose probe failed (their TAP could not be created): disabled with an error
+    /// node until the toolstack removes the backend directory, and not probed again, or
+    /// our own error write would trigger the next attempt.
+    failed_probes: BTreeSet<VifId>,
 }
 
 /// The borrowed context of [`Vif`] steps, from the daemon's fields (a macro, so the
@@ -91,6 +96,7 @@ where
             watches: HashMap::new(),
             tokens: HashMap::new(),
             next_token: FIRST_VIF,
+            failed_probes: BTreeSet::new(),
         })
     }
 
@@ -206,7 +212,11 @@ where
             true
         });
         if !exists {
+            self.failed_probes.remove(&id);
             return self.forget(id);
+        }
+        if self.failed_probes.contains(&id) {
+            return;
         }
         if let Some(mut vif) = self.vifs.remove(&id) {
             vif.evaluate(&self.ctx());
@@ -226,7 +236,7 @@ where
         let mut vif = match Vif::probe(&self.ctx(), id, backend, frontend) {
             Ok(Some(v)) => v,
             Ok(None) => return,
-            Err(e) => return tracing::warn!("{id}: probe failed: {}", e.node_value()),
+            Err(e) => return self.probe_failed(id, &e),
         };
         let token = self.next_token;
         self.next_token += 1;
@@ -241,6 +251,19 @@ where
         }
         vif.evaluate(&self.ctx());
         self.settle(vif);
+    }
+
+    /// Linux's `xenbus_dev_fatal` for a probe: error nodes and Closing, and no retry.
+    fn probe_failed(&mut self, id: VifId, error: &XenbusError) {
+        let (value, backend) = (error.node_value(), format!("{}/{}/{}", self.root, id.domid, id.handle));
+        tracing::warn!("{id}: probe failed: {value}");
+        self.failed_probes.insert(id);
+        if let Err(e) = xenbus::write_error(&self.xs, self.config.backend_domid, id, &backend, &value) {
+            tracing::warn!(error = %e, "{id}: writing the error node");
+        }
+        if let Err(e) = xenbus::write_state(&self.xs, &backend, XenbusState::Closing) {
+            tracing::warn!(error = %e, "{id}: writing state Closing");
+        }
     }
 
     /// Puts `vif` back, dropping its frontend watch once it is detached.

@@ -9,6 +9,7 @@ mod events;
 mod knobs;
 mod scope;
 mod status;
+mod uplink;
 mod vif;
 
 use std::os::fd::BorrowedFd;
@@ -24,6 +25,7 @@ use crate::switch::{Switch, SwitchConfig};
 use crate::vif::{DatapathConfig, KnobValues};
 
 pub use self::knobs::KNOBS_DIR;
+pub use self::uplink::{UplinkMode, VifUplink};
 
 /// Settings of the daemon. The default is Dom0's daemon with default tunables and no
 /// control socket.
@@ -41,6 +43,8 @@ pub struct DaemonConfig {
     pub knobs: KnobValues,
     /// Where to serve the control socket; `None` serves none.
     pub control_socket: Option<PathBuf>,
+    /// How each vif's uplink is chosen (the embedded switch by default).
+    pub uplink: UplinkMode,
 }
 
 /// Failures that stop the daemon as a whole (a single vif's failure never does).

@@ -7,9 +7,11 @@ use grant::{EventChannels, GrantOps};
 use xenstore::Client;
 
 use super::DaemonConfig;
+use super::uplink::VifUplink;
 use super::knobs::{KnobRegistry, read_backend_knobs};
 use super::status::{FatalQueue, VifStatus};
 use crate::switch::Switch;
+use crate::tap::Tap;
 use crate::vif::{Datapath, DatapathConfig, Knobs, VifCounters, VifId, WorkerExit, WorkerHandle};
 use crate::xenbus::{self, FrontendState, Hotplug, Inputs, Step, XenbusError, XenbusState, keys};
 
@@ -44,6 +46,9 @@ pub(super) struct Vif {
     /// The guest's domain is gone (`@releaseDomain`): whatever its frontend directory still
     /// says, nobody is there, so the frontend counts as missing.
     domain_gone: bool,
+    /// The vif's TAP device, if its uplink is one: created at probe (before InitWait, so
+    /// the hotplug script finds it), kept across reconnects, removed with the vif.
+    tap: Option<Arc<Tap>>,
 }
 
 impl Vif {
@@ -55,6 +60,7 @@ impl Vif {
         backend: String,
         frontend: String,
     ) -> Result<Option<Vif>, XenbusError> {
+        let tap = create_tap(ctx, id, &backend)?;
         if !xenbus::write_probe(ctx.xs, &backend)? {
             return Ok(None);
         }
@@ -74,6 +80,7 @@ impl Vif {
             mac,
             detached: false,
             domain_gone: false,
+            tap,
         }))
     }
 
@@ -163,7 +170,10 @@ impl Vif {
         let config = DatapathConfig { tx_batch, rx_batch, features: params.features };
         let datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, config)
             .map_err(XenbusError::ConnectDatapath)?;
-        let port = ctx.switch.add_port(&self.id.to_string()).map_err(XenbusError::AddSwitchPort)?;
+        let port = match &self.tap {
+            Some(tap) => VifUplink::tap(tap),
+            None => VifUplink::Switch(ctx.switch.add_port(&self.id.to_string()).map_err(XenbusError::AddSwitchPort)?),
+        };
         self.generation += 1;
         let (queue, generation) = (ctx.fatal.clone(), self.generation);
         let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, e.to_string()));
@@ -248,4 +258,19 @@ impl Vif {
             tracing::warn!(error = %e, "{}: writing state {state}", self.id);
         }
     }
+}
+
+/// The vif's TAP device, if [`DaemonConfig::uplink`] gives it one: named by the backend's
+/// `vifname` node, else `vif<domid>.<handle>` like the kernel's. It stays down; the hotplug
+/// script brings it up and puts it on the bridge.
+fn create_tap<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str) -> Result<Option<Arc<Tap>>, XenbusError> {
+    let read = |key: &str| keys::read_optional(ctx.xs, &format!("{backend}/{key}"));
+    let asked = read("script")?.is_some() || read("bridge")?.is_some();
+    if !ctx.config.uplink.wants_tap(asked) {
+        return Ok(None);
+    }
+    let name = read("vifname")?.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).unwrap_or(id.to_string());
+    let tap = Tap::create(&name).map_err(|source| XenbusError::CreateTap { name: name.clone(), source })?;
+    tracing::info!("{id}: TAP device {name} created");
+    Ok(Some(Arc::new(tap)))
 }

@@ -71,6 +71,15 @@ pub enum XenbusError {
     /// Plugging the vif into the switch.
     #[error("adding the switch port")]
     AddSwitchPort(#[source] crate::switch::SwitchError),
+    /// Creating the vif's TAP device (Linux: "creating interface").
+    #[error("creating interface {name}")]
+    CreateTap {
+        /// The device name asked for.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: crate::tap::TapError,
+    },
     /// The frontend or the hotplug script did something the protocol forbids.
     #[error("{0}")]
     Protocol(String),

@@ -61,9 +61,14 @@ macro_rules! child_roles {
 
 /// The daemon role: joins the host as dom0 and runs until stdin reaches end-of-file.
 pub fn run_daemon() -> anyhow::Result<()> {
+    run_daemon_with(DaemonConfig::default())
+}
+
+/// [`run_daemon`] with another configuration (its control socket is the lab's).
+pub fn run_daemon_with(config: DaemonConfig) -> anyhow::Result<()> {
     let dir = PathBuf::from(std::env::var_os(ENV_SIM_DIR).context("NETBACK_SIM_DIR")?);
     let _ = tracing_subscriber_init();
-    let config = DaemonConfig { control_socket: Some(dir.join(CONTROL)), ..DaemonConfig::default() };
+    let config = DaemonConfig { control_socket: Some(dir.join(CONTROL)), ..config };
     let stdin = std::io::stdin();
     netback::daemon::run_sim(&dir, config, stdin.as_fd())?;
     Ok(())
@@ -85,8 +90,13 @@ pub struct Lab {
 impl Lab {
     /// Starts the host and the daemon, and waits until the daemon answers on its socket.
     pub fn start() -> anyhow::Result<Lab> {
+        Lab::start_with("child_daemon")
+    }
+
+    /// [`Lab::start`] with the daemon run by another `#[ignore]`d child test.
+    pub fn start_with(daemon_role: &str) -> anyhow::Result<Lab> {
         let host = SimHost::start_temp()?;
-        let daemon = spawn_child_with_stdin("child_daemon", [(ENV_SIM_DIR, host.dir().display().to_string())])?;
+        let daemon = spawn_child_with_stdin(daemon_role, [(ENV_SIM_DIR, host.dir().display().to_string())])?;
         let lab = Lab { host, daemon, guests: Vec::new() };
         let deadline = Instant::now() + WAIT;
         while netback::control::list(&lab.control()).is_err() {
