@@ -8,5 +8,6 @@ pub mod frame;
 pub mod offload;
 pub mod port;
 pub mod switch;
+pub mod tap;
 pub mod vif;
 pub mod xenbus;

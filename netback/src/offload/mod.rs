@@ -11,7 +11,7 @@ mod headers;
 mod segment;
 
 use crate::frame::GsoKind;
-use headers::{IpVersion, PROTO_UDP};
+use headers::{IpVersion, PROTO_TCP, PROTO_UDP};
 
 /// Why a frame could not be finished in software (it is then dropped and counted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,4 +68,44 @@ pub fn l4_checksum_is_valid(frame: &[u8]) -> Result<bool, OffloadError> {
 /// IP datagram is not copied into any segment.
 pub fn segment_tcp(frame: &[u8], kind: GsoKind, mss: u16) -> Result<Vec<Vec<u8>>, OffloadError> {
     segment::segment_tcp(frame, kind, mss)
+}
+
+/// Where the TCP or UDP header of a frame is: what a checksum offload (virtio's
+/// `csum_start`/`csum_offset`, Linux's `skb_checksum_setup`) and a GSO `hdr_len` need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L4Header {
+    /// Offset of the TCP/UDP header from the start of the frame (`csum_start`).
+    pub start: usize,
+    /// Offset of the checksum field within that header: 16 for TCP, 6 for UDP (`csum_offset`).
+    pub csum_offset: usize,
+    /// Length of the L4 header: the TCP data offset, or 8 for UDP. `start + len` is the
+    /// length of all headers (GSO `hdr_len`), within the IP datagram.
+    pub len: usize,
+    /// TCP (else UDP).
+    pub tcp: bool,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+}
+
+/// Locates the TCP or UDP header of `frame`, parsed as for [`fill_checksum`]; other L4
+/// protocols give [`OffloadError::UnsupportedProtocol`].
+pub fn locate_l4(frame: &[u8]) -> Result<L4Header, OffloadError> {
+    let layout = headers::parse(frame)?;
+    let csum_at = headers::checksum_offset(frame, &layout)?;
+    let tcp = layout.proto == PROTO_TCP;
+    let len = if tcp { headers::tcp_header_len(frame, &layout)? } else { headers::UDP_HLEN };
+    let ipv6 = layout.version == IpVersion::V6;
+    Ok(L4Header { start: layout.l4, csum_offset: csum_at - layout.l4, len, tcp, ipv6 })
+}
+
+/// Writes the *partial* checksum of a TCP or UDP frame into its checksum field: the folded
+/// pseudo-header sum, not complemented, as Linux leaves it under `CHECKSUM_PARTIAL`, so that
+/// whoever completes it (sum from the L4 header to the end, store the complement) or
+/// segments it gets the right checksum. What the field held is ignored.
+pub fn set_partial_checksum(frame: &mut [u8]) -> Result<(), OffloadError> {
+    let layout = headers::parse(frame)?;
+    let at = headers::checksum_offset(frame, &layout)?;
+    let partial = checksum::fold(checksum::pseudo_header(frame, &layout, layout.l4_len()));
+    frame[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+    Ok(())
 }

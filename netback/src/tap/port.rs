@@ -1,0 +1,247 @@
+//! [`TapPort`]: the [`Uplink`] of a vif whose frames go to the host kernel through a TAP
+//! device (and from there to a bridge or Open vSwitch), instead of the embedded switch.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Tap;
+use super::vnet::{self, VNET_HDR_LEN, VnetError, VnetHeader};
+use crate::frame::{ETH_HLEN, Frame};
+use crate::offload;
+use crate::port::{DropReason, PortStats, TransmitOutcome, Uplink};
+
+/// The largest frame read: what netif can carry (its sizes are 16-bit). The kernel keeps
+/// what it sends a TAP below it (MTU at most 65521, GSO frames below `gso_max_size` 64 KiB
+/// with the Ethernet header), except for a VLAN tag the TAP inserts as it hands a frame out.
+const MAX_FRAME: usize = u16::MAX as usize;
+/// The read buffer: a header, the largest frame, and one byte more, so a longer frame is
+/// seen as such whether the kernel cuts it to the buffer or reports its whole length.
+const RX_BUF: usize = VNET_HDR_LEN + MAX_FRAME + 1;
+/// Frames a single [`Uplink::pop`] may skip (errors, untranslatable headers) before it
+/// gives up for this call; the descriptor stays readable, so the worker comes back.
+const MAX_SKIPS: usize = 64;
+
+/// A TAP device as a vif's uplink. Every frame crosses with one vnet header, so checksum
+/// and segmentation offloads stay offloads both ways.
+#[derive(Debug)]
+pub struct TapPort {
+    /// Shared with the daemon's vif, which keeps the device across reconnects.
+    tap: Arc<Tap>,
+    /// Reused by every read ([`RX_BUF`] bytes).
+    rx_buf: Mutex<Vec<u8>>,
+    counters: Counters,
+}
+
+/// A [`TapPort`]'s counters: the [`PortStats`] every uplink has, and why frames were lost.
+/// Every frame [`Uplink::transmit`] refuses is in `port.dropped_runt` (shorter than an
+/// Ethernet header) or `port.dropped_queue_full`, which is `tx_dropped_full +
+/// tx_dropped_offload + tx_errors`; frames lost on the way in are not in `port`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TapStats {
+    /// The uplink counters.
+    pub port: PortStats,
+    /// Frames refused because the TAP's queue was full (`EAGAIN`).
+    pub tx_dropped_full: u64,
+    /// Frames whose offload the TAP cannot express (no TCP/UDP header for a blank
+    /// checksum, GSO on a frame that is not TCP of that IP version, …).
+    pub tx_dropped_offload: u64,
+    /// Frames the kernel refused with another error.
+    pub tx_errors: u64,
+    /// GSO frames that came without a blank checksum: their checksum field was rewritten to
+    /// the partial sum before sending (Linux netback's `rx_gso_checksum_fixup`).
+    pub tx_gso_checksum_fixups: u64,
+    /// Frames read whose vnet header does not translate (UDP GSO, checksum elsewhere, …).
+    pub rx_dropped_offload: u64,
+    /// Frames read that were longer than netif can carry (65535 bytes).
+    pub rx_dropped_oversize: u64,
+    /// Reads that failed with something other than `EAGAIN`.
+    pub rx_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    dropped_runt: AtomicU64,
+    tx_dropped_full: AtomicU64,
+    tx_dropped_offload: AtomicU64,
+    tx_errors: AtomicU64,
+    tx_gso_checksum_fixups: AtomicU64,
+    rx_dropped_offload: AtomicU64,
+    rx_dropped_oversize: AtomicU64,
+    rx_errors: AtomicU64,
+}
+
+/// Adds `n` to a counter and returns its new value. Counters are statistics only: no
+/// ordering with other memory is needed.
+fn add(counter: &AtomicU64, n: usize) -> u64 {
+    counter.fetch_add(n as u64, Ordering::Relaxed) + n as u64
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Whether the `n`th occurrence of an error is logged: the 1st, 2nd, 4th, 8th… so a
+/// persistent failure is visible without flooding the log.
+fn worth_logging(n: u64) -> bool {
+    n.is_power_of_two()
+}
+
+impl TapPort {
+    /// Wraps a created TAP (its vnet header and offloads are set by [`Tap::create`]).
+    pub fn new(tap: Arc<Tap>) -> TapPort {
+        TapPort { tap, rx_buf: Mutex::new(vec![0; RX_BUF]), counters: Counters::default() }
+    }
+
+    /// The TAP device (to bring it up, set its MTU, read its name).
+    pub fn tap(&self) -> &Tap {
+        &self.tap
+    }
+
+    /// All counters.
+    pub fn tap_stats(&self) -> TapStats {
+        let c = &self.counters;
+        TapStats {
+            port: self.stats(),
+            tx_dropped_full: get(&c.tx_dropped_full),
+            tx_dropped_offload: get(&c.tx_dropped_offload),
+            tx_errors: get(&c.tx_errors),
+            tx_gso_checksum_fixups: get(&c.tx_gso_checksum_fixups),
+            rx_dropped_offload: get(&c.rx_dropped_offload),
+            rx_dropped_oversize: get(&c.rx_dropped_oversize),
+            rx_errors: get(&c.rx_errors),
+        }
+    }
+
+    /// The vnet header for `frame`, after making a GSO frame's checksum blank if it was not.
+    fn prepare(&self, frame: &mut Frame) -> Result<VnetHeader, VnetError> {
+        let mut offload = *frame.offload();
+        if offload.gso.is_some() && !offload.csum_blank {
+            // A GSO frame must be CHECKSUM_PARTIAL: the kernel derives every segment's
+            // checksum from the partial sum in the field.
+            offload::set_partial_checksum(frame.data_mut()).map_err(VnetError::Headers)?;
+            offload.csum_blank = true;
+            add(&self.counters.tx_gso_checksum_fixups, 1);
+        }
+        vnet::encode(&offload, frame.data())
+    }
+
+    /// Reads and translates one frame; `Ok(None)` for a frame read and dropped (counted).
+    fn read_one(&self, buf: &mut [u8]) -> io::Result<Option<Frame>> {
+        let n = self.tap.read_frame(buf)?;
+        let c = &self.counters;
+        if n > VNET_HDR_LEN + MAX_FRAME {
+            add(&c.rx_dropped_oversize, 1);
+            tracing::debug!(tap = self.tap.name(), len = n - VNET_HDR_LEN, "oversized frame from the TAP dropped");
+            return Ok(None);
+        }
+        let Some((hdr, data)) = buf[..n].split_first_chunk::<VNET_HDR_LEN>() else {
+            // Impossible with IFF_VNET_HDR: every read starts with a whole header.
+            add(&c.rx_errors, 1);
+            return Ok(None);
+        };
+        let hdr = VnetHeader::from_bytes(hdr);
+        match vnet::decode(&hdr, data) {
+            Ok(offload) => {
+                add(&c.rx_frames, 1);
+                add(&c.rx_bytes, data.len());
+                Ok(Some(Frame::with_offload(data.to_vec(), offload)))
+            }
+            Err(e) => {
+                let n = add(&c.rx_dropped_offload, 1);
+                if worth_logging(n) {
+                    tracing::warn!(tap = self.tap.name(), ?hdr, error = %e, dropped = n, "frame from the TAP dropped");
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Uplink for TapPort {
+    fn transmit(&self, mut frame: Frame) -> TransmitOutcome {
+        let c = &self.counters;
+        add(&c.tx_frames, 1);
+        add(&c.tx_bytes, frame.len());
+        if frame.len() < ETH_HLEN {
+            add(&c.dropped_runt, 1);
+            return TransmitOutcome::Dropped(DropReason::Runt);
+        }
+        let hdr = match self.prepare(&mut frame) {
+            Ok(hdr) => hdr,
+            Err(error) => {
+                let n = add(&c.tx_dropped_offload, 1);
+                if worth_logging(n) {
+                    tracing::warn!(tap = self.tap.name(), offload = ?frame.offload(), %error, dropped = n,
+                        "frame with untranslatable offload not sent to the TAP");
+                }
+                // The closest reason the trait has: the frame cannot be queued.
+                return TransmitOutcome::Dropped(DropReason::QueueFull);
+            }
+        };
+        match self.tap.write_frame(&hdr.to_bytes(), frame.data()) {
+            Ok(n) if n == VNET_HDR_LEN + frame.len() => TransmitOutcome::Sent,
+            Ok(n) => {
+                // A TAP takes a frame whole; anything else is the kernel refusing it.
+                let errors = add(&c.tx_errors, 1);
+                tracing::warn!(tap = self.tap.name(), written = n, len = frame.len(), errors, "short write to the TAP");
+                TransmitOutcome::Dropped(DropReason::QueueFull)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                add(&c.tx_dropped_full, 1);
+                TransmitOutcome::Dropped(DropReason::QueueFull)
+            }
+            Err(error) => {
+                let n = add(&c.tx_errors, 1);
+                if worth_logging(n) {
+                    tracing::warn!(tap = self.tap.name(), ?hdr, len = frame.len(), %error, errors = n,
+                        "writing a frame to the TAP failed");
+                }
+                TransmitOutcome::Dropped(DropReason::QueueFull)
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<Frame> {
+        // Only the worker owning the port pops; the lock is never contended.
+        let mut buf = self.rx_buf.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for _ in 0..MAX_SKIPS {
+            match self.read_one(&mut buf) {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(error) => {
+                    // A failed read still consumes the frame it was for.
+                    let n = add(&self.counters.rx_errors, 1);
+                    if worth_logging(n) {
+                        tracing::warn!(tap = self.tap.name(), %error, errors = n, "reading from the TAP failed");
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The TAP's descriptor: it polls readable exactly while the kernel has queued a frame.
+    fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.tap.as_fd()
+    }
+
+    fn stats(&self) -> PortStats {
+        let c = &self.counters;
+        PortStats {
+            tx_frames: get(&c.tx_frames),
+            tx_bytes: get(&c.tx_bytes),
+            rx_frames: get(&c.rx_frames),
+            rx_bytes: get(&c.rx_bytes),
+            dropped_runt: get(&c.dropped_runt),
+            dropped_queue_full: get(&c.tx_dropped_full) + get(&c.tx_dropped_offload) + get(&c.tx_errors),
+            ..PortStats::default()
+        }
+    }
+}
