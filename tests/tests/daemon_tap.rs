@@ -48,9 +48,8 @@ fn hotplug(xs: &Client) {
                 let backend = format!("{root}/{domid}/{handle}");
                 let node = |k: &str| xs.read_string(&format!("{backend}/{k}")).ok();
                 let name = format!("vif{domid}.{handle}");
-                if node("script").is_none()
-                    || node("hotplug-status").is_some()
-                    || !Path::new("/sys/class/net").join(&name).exists()
+                // Not /sys/class/net: sysfs shows the namespace that mounted it.
+                if node("script").is_none() || node("hotplug-status").is_some() || !ip(&["link", "show", "dev", &name])
                 {
                     continue;
                 }
@@ -63,7 +62,8 @@ fn hotplug(xs: &Client) {
 }
 
 fn ip(args: &[&str]) -> bool {
-    Command::new("ip").args(args).status().is_ok_and(|s| s.success())
+    let quiet = || std::process::Stdio::null();
+    Command::new("ip").args(args).stdout(quiet()).stderr(quiet()).status().is_ok_and(|s| s.success())
 }
 
 #[test]

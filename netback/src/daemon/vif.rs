@@ -7,9 +7,9 @@ use grant::{EventChannels, GrantOps};
 use xenstore::Client;
 
 use super::DaemonConfig;
-use super::uplink::VifUplink;
 use super::knobs::{KnobRegistry, read_backend_knobs};
 use super::status::{FatalQueue, VifStatus};
+use super::uplink::VifUplink;
 use crate::switch::Switch;
 use crate::tap::Tap;
 use crate::vif::{Datapath, DatapathConfig, Knobs, VifCounters, VifId, WorkerExit, WorkerHandle};

@@ -3,8 +3,8 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::Tap;
 use super::vnet::{self, VNET_HDR_LEN, VnetError, VnetHeader};
