@@ -57,6 +57,48 @@ pub fn mac_arg(s: &str) -> Result<Mac, String> {
 }
 
 /// The host directory given by `--sim-dir` or `NETBACK_SIM_DIR`, or the error saying how to get one.
+/// The host nbctl acts on: a simulated one (its directory), or the real Xen host.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The simulated host in this directory.
+    Sim(PathBuf),
+    /// This machine's Xen: xenstored and the daemon's control socket.
+    Xen {
+        /// The daemon's control socket.
+        control: PathBuf,
+    },
+}
+
+impl Target {
+    /// The simulated host in `dir` if one is named, else real Xen if `/dev/xen` exists.
+    pub fn choose(dir: Option<&Path>, control: Option<&Path>) -> anyhow::Result<Target> {
+        match dir {
+            Some(dir) => Ok(Target::Sim(dir.to_path_buf())),
+            None if grant::xen::available() => Ok(Target::Xen {
+                control: control.map_or_else(|| PathBuf::from(netback::daemon::XEN_CONTROL_SOCKET), Path::to_path_buf),
+            }),
+            None => sim_dir(None).map(|d| Target::Sim(d.to_path_buf())),
+        }
+    }
+
+    /// The privileged xenstore connection.
+    pub fn xenstore(&self) -> anyhow::Result<Client> {
+        match self {
+            Target::Sim(dir) => connect(dir),
+            Target::Xen { .. } => Client::open_default()
+                .context("cannot reach xenstored (/run/xenstored/socket or /dev/xen/xenbus): is it running?"),
+        }
+    }
+
+    /// The daemon's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        match self {
+            Target::Sim(dir) => dir.join(CONTROL_SOCKET),
+            Target::Xen { control } => control.clone(),
+        }
+    }
+}
+
 pub fn sim_dir(dir: Option<&Path>) -> anyhow::Result<&Path> {
     dir.context(
         "no simulated host: start `netback` or `nbctl sim --keep`, or pass --sim-dir DIR (or set NETBACK_SIM_DIR)",
@@ -111,17 +153,16 @@ pub fn state_name(state: Option<u32>) -> String {
 }
 
 /// The daemon's per-vif report, or why it is not available.
-pub fn daemon_vifs(dir: &Path) -> Result<Vec<VifReport>, String> {
-    let socket: PathBuf = dir.join(CONTROL_SOCKET);
+pub fn daemon_vifs(socket: &Path) -> Result<Vec<VifReport>, String> {
     // Probe first: a missing socket is the common case and needs no protocol.
-    UnixStream::connect(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    netback::control::list(&socket).map_err(|e| format!("{e:#}"))
+    UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    netback::control::list(socket).map_err(|e| format!("{e:#}"))
 }
 
 /// `nbctl list`.
-pub fn list(xs: &Client, dir: &Path) -> anyhow::Result<()> {
+pub fn list(xs: &Client, socket: &Path) -> anyhow::Result<()> {
     let entries = layout::list(xs, 0)?;
-    let daemon = daemon_vifs(dir);
+    let daemon = daemon_vifs(socket);
     let mut headers = vec!["VIF", "MAC", "BACKEND", "FRONTEND", "HOTPLUG", "ERROR"];
     if daemon.is_ok() {
         headers.extend(["TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES", "DROPS"]);

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use netback::control::{self, VifReport};
 use netback::vif::{BUCKETS, KnobValues, PartialKnobs, VifId, VifStats, bucket_label};
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use xenstore::Client;
 
@@ -41,13 +41,9 @@ pub fn vif_arg(s: &str) -> Result<VifId, String> {
     Ok(VifId { domid, handle })
 }
 
-fn socket(dir: &Path) -> PathBuf {
-    dir.join(crate::commands::CONTROL_SOCKET)
-}
-
 /// Every vif's report.
-pub fn sample(dir: &Path) -> anyhow::Result<Vec<VifReport>> {
-    match control::call(&socket(dir), &control::Request::Stats)? {
+pub fn sample(socket: &Path) -> anyhow::Result<Vec<VifReport>> {
+    match control::call(socket, &control::Request::Stats)? {
         control::Response::Vifs { vifs } => Ok(vifs),
         control::Response::Error { message } => bail!("the daemon refused: {message}"),
         other => bail!("unexpected answer {other:?}"),
@@ -55,11 +51,11 @@ pub fn sample(dir: &Path) -> anyhow::Result<Vec<VifReport>> {
 }
 
 /// `nbctl set`.
-pub fn set(dir: &Path, args: &SetArgs) -> anyhow::Result<()> {
+pub fn set(socket: &Path, args: &SetArgs) -> anyhow::Result<()> {
     if args.knobs.named().is_empty() {
         bail!("no knob given (flags: {})", PartialKnobs::NAMES.join(", "));
     }
-    let (defaults, vifs) = control::set(&socket(dir), args.vif, args.knobs)?;
+    let (defaults, vifs) = control::set(socket, args.vif, args.knobs)?;
     if args.vif.is_none() {
         println!("defaults  {}", knob_line(&defaults));
     }
@@ -100,16 +96,16 @@ pub fn write_attach_knobs(xs: &Client, backend: &str, knobs: &PartialKnobs) -> a
 }
 
 /// `nbctl stats`.
-pub fn stats(dir: &Path, args: &StatsArgs) -> anyhow::Result<()> {
+pub fn stats(socket: &Path, args: &StatsArgs) -> anyhow::Result<()> {
     let Some(interval) = args.interval else {
-        print!("{}", render(&sample(dir)?, None));
+        print!("{}", render(&sample(socket)?, None));
         return Ok(());
     };
     anyhow::ensure!(interval.is_finite() && interval > 0.0, "--interval must be a positive number of seconds");
-    let mut before = (sample(dir)?, Instant::now());
+    let mut before = (sample(socket)?, Instant::now());
     for i in 0..args.count {
         std::thread::sleep(Duration::from_secs_f64(interval));
-        let now = (sample(dir)?, Instant::now());
+        let now = (sample(socket)?, Instant::now());
         if i > 0 {
             println!();
         }

@@ -31,6 +31,9 @@ struct Cli {
     /// default: $NETBACK_SIM_DIR.
     #[arg(long, global = true, value_name = "DIR")]
     sim_dir: Option<PathBuf>,
+    /// The daemon's control socket on a real Xen host (default /run/netback/netback.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    control: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,15 +74,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let from_env = std::env::var_os(simhost::ENV_SIM_DIR).filter(|d| !d.is_empty()).map(PathBuf::from);
     let dir = cli.sim_dir.or(from_env);
     let dir = dir.as_deref();
+    let target = || commands::Target::choose(dir, cli.control.as_deref());
     match &cli.command {
-        Command::Attach(args) => commands::attach(&commands::connect(commands::sim_dir(dir)?)?, args),
-        Command::Detach(args) => commands::detach(&commands::connect(commands::sim_dir(dir)?)?, args),
+        Command::Attach(args) => commands::attach(&target()?.xenstore()?, args),
+        Command::Detach(args) => commands::detach(&target()?.xenstore()?, args),
         Command::List => {
-            let dir = commands::sim_dir(dir)?;
-            commands::list(&commands::connect(dir)?, dir)
+            let target = target()?;
+            commands::list(&target.xenstore()?, &target.control_socket())
         }
-        Command::Stats(args) => knobs_cmd::stats(commands::sim_dir(dir)?, args),
-        Command::Set(args) => knobs_cmd::set(commands::sim_dir(dir)?, args),
+        Command::Stats(args) => knobs_cmd::stats(&target()?.control_socket(), args),
+        Command::Set(args) => knobs_cmd::set(&target()?.control_socket(), args),
         Command::Domain(cmd) => domain_cmd::run(commands::sim_dir(dir)?, cmd),
         Command::Sim(args) => sim::run_host(args),
         Command::Study(args) => study::run(args),

@@ -183,7 +183,7 @@ pub fn run_host(args: &SimArgs) -> anyhow::Result<()> {
 
     let limit = Duration::from_secs_f64(args.duration) + CONNECT_TIMEOUT;
     let exits = procs.wait_guests(Instant::now() + limit)?;
-    let daemon_vifs = crate::commands::daemon_vifs(&dir);
+    let daemon_vifs = crate::commands::daemon_vifs(&dir.join(crate::commands::CONTROL_SOCKET));
     let outcome = report::Outcome::new(&ids, &exits, daemon_vifs);
     print!("{}", outcome.table());
     let mut failures = outcome.failures();

@@ -25,6 +25,9 @@ use crate::switch::{Switch, SwitchConfig};
 use crate::vif::{DatapathConfig, KnobValues};
 
 pub use self::knobs::KNOBS_DIR;
+
+/// Where the daemon serves its control socket on a real Xen host unless told otherwise.
+pub const XEN_CONTROL_SOCKET: &str = "/run/netback/netback.sock";
 pub use self::uplink::{UplinkMode, VifUplink};
 
 /// Settings of the daemon. The default is Dom0's daemon with default tunables and no
