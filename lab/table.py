@@ -192,7 +192,7 @@ def other_cpu(res):
     for phase, (a, b) in {"kernel": ("phase-kernel", "phase-kernel-done"), "ours": ("phase-ours", "lab-done")}.items():
         if a in marks and b in marks and marks[b][0] > marks[a][0]:
             (ta, ba, qa), (tb, bb, qb) = marks[a], marks[b]
-            out[phase] = round(((bb - ba) - (qb - qa)) / hz / (tb - ta), 2)
+            out[phase] = max(0.0, round(((bb - ba) - (qb - qa)) / hz / (tb - ta), 2))
     return out
 
 

@@ -187,7 +187,12 @@ do_build() {
     case "$W" in *[,\ ]*) die "LAB_WORK must not contain commas or spaces (QEMU -initrd syntax)";; esac
     local t0 t reason; t0=$(now)
     if ! reason=$(host_deps); then
-        [ "${MODE:-build}" = check ] && { echo "SKIPPED: lab check: QEMU cannot be installed: $reason"; exit 0; }
+        if [ "${MODE:-build}" = check ]; then
+            echo "########################################################################"
+            echo "SKIPPED: lab check: QEMU cannot be installed: $reason"
+            echo "########################################################################"
+            exit 0
+        fi
         die "$reason"
     fi
     # cargo in the background while the images are built (cargo is CPU, debootstrap is I/O)
@@ -323,7 +328,8 @@ case "$MODE" in
 esac
 if [ "$MODE" = check ]; then
     RUNS=${RUNS:-1} IPERF_SECS=${IPERF_SECS:-2} UDP_SECS=${UDP_SECS:-2}
-    PING_COUNT=${PING_COUNT:-20} FLOOD_COUNT=${FLOOD_COUNT:-200} TIMEOUT=${TIMEOUT:-480}
+    PING_COUNT=${PING_COUNT:-20} FLOOD_COUNT=${FLOOD_COUNT:-200} TIMEOUT=${TIMEOUT:-420}
+    PING_WAIT=${PING_WAIT:-45}
 else
     RUNS=${RUNS:-3} IPERF_SECS=${IPERF_SECS:-10} UDP_SECS=${UDP_SECS:-5}
     PING_COUNT=${PING_COUNT:-200} FLOOD_COUNT=${FLOOD_COUNT:-1000} TIMEOUT=${TIMEOUT:-1200}

@@ -3,6 +3,7 @@
 # bridge xenbr0 (10.99.0.1/24) that libxl's vif-bridge script plugs every vif into.
 # xen-netback is NOT loaded here: the kernel phase loads it, the ours phase unloads it.
 T() { echo "LAB-T $1 $(cut -d' ' -f1 /proc/uptime)"; }
+[ -e /run/lab-setup-done ] && exit 0       # once per boot (main.sh run from the shell)
 modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd bridge tun || exit 1
 mount -t xenfs xenfs /proc/xen || exit 1
 mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored
@@ -20,4 +21,5 @@ mkdir -p /tmp/guest && cp /mnt/host/guest/vmlinuz /mnt/host/guest/domU.cpio.gz /
 ip link add xenbr0 type bridge stp_state 0 forward_delay 0 || exit 1
 ip addr add 10.99.0.1/24 dev xenbr0
 ip link set xenbr0 up
+touch /run/lab-setup-done
 T dom0-setup-done
