@@ -42,7 +42,7 @@ DOM0_PKGS=xen-utils-4.17,xenstore-utils,iproute2,iperf3,kmod,bridge-utils,iputil
 # kernel modules kept in dom0 (with their dependencies); everything else is dropped
 DOM0_MODS="xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-netback bridge tun veth dummy 9p 9pnet_virtio virtio_pci"
 # modules in the domU initramfs (xen-netfront, and what netfront-test --xen needs)
-DOMU_MODS="xen-netfront xen-evtchn xen-gntalloc xen-gntdev"
+DOMU_MODS="xen-netfront xenfs xen-evtchn xen-gntalloc xen-gntdev"
 
 log() { printf '[lab %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -275,7 +275,8 @@ EOF
 do_boot() { # unattended boot in MODE (run|check); fills $RESULTS; returns table.py's status
     write_config
     rm -rf "$SHARE/results"; mkdir -p "$SHARE/results"
-    local serial; serial=$LOGS/serial-$(date +%Y%m%d-%H%M%S)-$MODE.log
+    local stamp; stamp=$(date +%Y%m%d-%H%M%S)
+    local serial=$LOGS/serial-$stamp-$MODE.log
     qemu_argv "lab=$MODE"
     log "booting ($MODE, RUNS=$RUNS IPERF_SECS=$IPERF_SECS, timeout ${TIMEOUT}s); serial log: $serial"
     local t0 rc=0; t0=$(now)
@@ -315,7 +316,8 @@ do_boot() { # unattended boot in MODE (run|check); fills $RESULTS; returns table
     [ "$rc" = 124 ] && log "QEMU killed after TIMEOUT=${TIMEOUT}s"
     local st=0
     python3 "$LAB_DIR/table.py" "$RESULTS" || st=$?
-    log "results: $RESULTS (table.md, summary.json, per-phase raw files)"
+    mkdir -p "$W/runs"; cp -a "$RESULTS" "$W/runs/$stamp-$MODE"
+    log "results: $RESULTS (table.md, summary.json, per-phase raw files; a copy in $W/runs/$stamp-$MODE)"
     return $st
 }
 

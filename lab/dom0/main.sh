@@ -58,13 +58,17 @@ phase_kernel() {
 }
 
 # ---- phase ours -----------------------------------------------------------------------
+# the daemon log's first error line (or its last line), without colours
+first_error() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | awk 'NF { last = $0 } /[Ee][Rr][Rr][Oo][Rr]|panicked/ && !e { e = $0 } END { print (e ? e : last) }'
+}
 daemon_alive() { [ -n "$NBPID" ] && kill -0 "$NBPID" 2>/dev/null; }
 # after a failed step: is the daemon still there?  If not, say so once and stop the phase.
 daemon_gone() {
     [ -z "$NBPID" ] && return 0
     daemon_alive && return 1
     local rc; wait "$NBPID" 2>/dev/null; rc=$?
-    check ours daemon-alive fail "the daemon exited (status $rc): $(tail -n 1 "$R/ours/netback.log" 2>/dev/null)"
+    check ours daemon-alive fail "the daemon exited (status $rc): $(first_error "$R/ours/netback.log")"
     NBPID=
     return 0
 }
@@ -79,12 +83,12 @@ phase_ours() {
     check $P rmmod pass "xen-netback unloaded"
     echo "LAB-INFO starting: RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS"
     # shellcheck disable=SC2086
-    RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS > "$R/$P/netback.log" 2>&1 &
+    NO_COLOR=1 RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS > "$R/$P/netback.log" 2>&1 &
     NBPID=$!
     sleep 2
     if ! daemon_alive; then
         wait "$NBPID"; rc=$?; NBPID=
-        check $P daemon-start fail "netback --xen exited at once (status $rc): $(tail -n 1 "$R/$P/netback.log")"
+        check $P daemon-start fail "netback --xen exited at once (status $rc): $(first_error "$R/$P/netback.log")"
         diag $P daemon-start
         return 1
     fi
