@@ -1,0 +1,173 @@
+#!/bin/bash
+# dom0 test driver (from the share, run by /init): main.sh run|check|shell
+#   phase kernel: xen-netback + domU xen-netfront, measurements
+#   phase ours:   rmmod xen-netback, /mnt/host/netback --xen, same domU, measurements,
+#                 then the toolstack contract (detach, attach, destroy, create again,
+#                 destroy, daemon alive, SIGTERM -> exit 0)
+# Results: /mnt/host/results (checks.tsv, metrics.tsv, <phase>/...), read by lab/table.py.
+set -u
+MODE=${1:-run}
+L=/mnt/host/lab
+R=/mnt/host/results
+# shellcheck source=/dev/null
+. "$L/config.sh"
+# shellcheck source=measure.sh
+. "$L/measure.sh"
+DOMU_IP=10.99.0.2 DOMU_MAC=00:16:3e:99:00:02
+NBT_MAC=00:16:3e:99:00:03
+NBPID=
+mkdir -p "$R"
+
+if ! "$L/setup.sh"; then
+    echo "LAB-FATAL dom0 setup failed"
+    check lab setup fail "dom0 setup (modules, xenstored, xenconsoled, bridge) failed"
+    [ "$MODE" = shell ] || exit 1
+fi
+domu_cfg domU "$DOMU_MAC" 512 "labip=$DOMU_IP/24" > /tmp/domU.cfg
+
+if [ "$MODE" = shell ]; then
+    cat <<EOF
+LAB: interactive dom0.  The domU config is /tmp/domU.cfg (xl create /tmp/domU.cfg;
+LAB: its console: xl console domU, Ctrl-] leaves).  xen-netback is not loaded:
+LAB:   kernel backend: modprobe xen-netback
+LAB:   our daemon:     RUST_LOG=info /mnt/host/netback --xen $NETBACK_ARGS &
+LAB: The whole test: /mnt/host/lab/main.sh run (results in /mnt/host/results).
+LAB: Leave with: echo o > /proc/sysrq-trigger, or Ctrl-a x.
+EOF
+    echo 1 > /proc/sys/kernel/sysrq
+    exec setsid sh -c 'exec bash -l </dev/hvc0 >/dev/hvc0 2>&1'
+fi
+
+echo "LAB-INFO mode=$MODE runs=$RUNS iperf=${IPERF_SECS}s udp=${UDP_SECS}s pings=$PING_COUNT flood=$FLOOD_COUNT nbtest=$NBTEST rev=$(cat "$L/git-rev")"
+
+# ---- phase kernel ---------------------------------------------------------------------
+phase_kernel() {
+    local P=kernel; mkdir -p "$R/$P"
+    T phase-kernel
+    modprobe xen-netback || { check $P module fail "modprobe xen-netback failed"; return 1; }
+    if create_and_ping $P "" /tmp/domU.cfg domU "$DOMU_IP"; then
+        snapshot $P connected
+        measure $P "$DOMU_IP"
+        [ "$NBTEST" != 0 ] && nbtest $P
+        snapshot $P after
+    else
+        diag $P create
+    fi
+    destroy_clean $P "" domU || diag $P destroy
+    T phase-kernel-done
+}
+
+# ---- phase ours -----------------------------------------------------------------------
+# the daemon log's first error line (or its last line), without colours
+first_error() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | awk 'NF { last = $0 } /[Ee][Rr][Rr][Oo][Rr]|panicked/ && !e { e = $0 } END { print (e ? e : last) }'
+}
+daemon_alive() { [ -n "$NBPID" ] && kill -0 "$NBPID" 2>/dev/null; }
+# after a failed step: is the daemon still there?  If not, say so once and stop the phase.
+daemon_gone() {
+    [ -z "$NBPID" ] && return 0
+    daemon_alive && return 1
+    local rc; wait "$NBPID" 2>/dev/null; rc=$?
+    check ours daemon-alive fail "the daemon exited (status $rc): $(first_error "$R/ours/netback.log")"
+    NBPID=
+    return 0
+}
+
+phase_ours() {
+    local P=ours domid B t0 rc
+    mkdir -p "$R/$P"
+    T phase-ours
+    if lsmod | grep -q '^xen_netback'; then
+        rmmod xen-netback || { check $P rmmod fail "rmmod xen-netback failed"; return 1; }
+    fi
+    check $P rmmod pass "xen-netback unloaded"
+    echo "LAB-INFO starting: RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS"
+    # shellcheck disable=SC2086
+    NO_COLOR=1 RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS > "$R/$P/netback.log" 2>&1 &
+    NBPID=$!
+    sleep 2
+    if ! daemon_alive; then
+        wait "$NBPID"; rc=$?; NBPID=
+        check $P daemon-start fail "netback --xen exited at once (status $rc): $(first_error "$R/$P/netback.log")"
+        diag $P daemon-start
+        return 1
+    fi
+    check $P daemon-start pass "pid $NBPID"
+
+    if create_and_ping $P "" /tmp/domU.cfg domU "$DOMU_IP"; then
+        snapshot $P connected
+        measure $P "$DOMU_IP"
+        if [ "$NBTEST" != 0 ]; then
+            if daemon_alive; then nbtest $P; else check $P netfront-test skip "the daemon is gone"; fi
+        fi
+        snapshot $P after
+    else
+        diag $P create
+        daemon_gone && { xl destroy domU >/dev/null 2>&1; return 1; }
+    fi
+    daemon_gone && { xl destroy domU >/dev/null 2>&1; diag $P daemon-died; return 1; }
+
+    # -- toolstack contract
+    T ours-contract
+    if domid=$(xl domid domU 2>/dev/null); then
+        B=/local/domain/0/backend/vif/$domid/0
+        t0=$(now)
+        timeout 90 xl network-detach domU 0 > "$R/$P/xl-network-detach.txt" 2>&1; rc=$?
+        metric $P detach_s "" "$(since "$t0")"
+        if [ $rc = 0 ] && wait_gone "$B" 10; then
+            check $P detach pass "xl network-detach rc=0 in $(since "$t0") s, $B gone"
+        else
+            check $P detach fail "xl network-detach rc=$rc, $B $(xenstore-exists "$B" && echo "still there (state $(xenstore-read "$B/state" 2>/dev/null))" || echo gone)"
+            diag $P detach
+        fi
+        sleep 1
+        [ -e "/sys/class/net/vif$domid.0" ] && check $P vif-gone-detach warn "vif$domid.0 still exists after detach"
+        t0=$(now)
+        timeout 90 xl network-attach domU "mac=$DOMU_MAC,bridge=xenbr0" > "$R/$P/xl-network-attach.txt" 2>&1; rc=$?
+        if [ $rc != 0 ]; then
+            check $P attach fail "xl network-attach rc=$rc: $(tail -n 2 "$R/$P/xl-network-attach.txt" | tr '\n' ' ')"
+            diag $P attach
+        elif link_check $P -attach "vif$domid.0" && wait_ping "$DOMU_IP" "$PING_WAIT"; then
+            metric $P attach_to_ping_s "" "$(since "$t0")"
+            check $P attach pass "xl network-attach rc=0, $DOMU_IP answers $(since "$t0") s later"
+        else
+            check $P attach fail "after xl network-attach $DOMU_IP does not answer"
+            diag $P attach
+        fi
+    fi
+    destroy_clean $P "" domU || diag $P destroy
+    daemon_gone && return 1
+
+    create_and_ping $P 2 /tmp/domU.cfg domU "$DOMU_IP" || diag $P create2
+    destroy_clean $P 2 domU || diag $P destroy2
+    daemon_gone && return 1
+    check $P daemon-alive pass "pid $NBPID survived create, detach, attach, destroy, create, destroy"
+
+    # -- SIGTERM: the daemon exits 0 within 15 s
+    snapshot $P before-sigterm
+    kill -TERM "$NBPID"
+    local i; for i in $(seq 1 75); do daemon_alive || break; sleep 0.2; done
+    if daemon_alive; then
+        check $P sigterm fail "still running 15 s after SIGTERM; sending SIGKILL"
+        kill -KILL "$NBPID"; wait "$NBPID" 2>/dev/null
+        diag $P sigterm
+    else
+        wait "$NBPID"; rc=$?
+        [ $rc = 0 ] && check $P sigterm pass "exit status 0 after SIGTERM" \
+                    || { check $P sigterm fail "exit status $rc after SIGTERM"; diag $P sigterm; }
+    fi
+    NBPID=
+}
+
+phase_kernel
+phase_ours || true
+# whatever happened, stop the daemon and keep the final state for the record
+if daemon_alive; then kill -TERM "$NBPID"; sleep 3; kill -KILL "$NBPID" 2>/dev/null; fi
+mkdir -p "$R/ours"
+diag ours end
+mkdir -p "$R/xen-logs"; cp -r /var/log/xen/. "$R/xen-logs/" 2>/dev/null
+xl dmesg > "$R/xen-logs/xl-dmesg.txt" 2>&1
+dmesg > "$R/xen-logs/dom0-dmesg.txt" 2>&1
+sync
+T lab-done
+echo "LAB-DONE"

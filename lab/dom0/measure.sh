@@ -1,0 +1,212 @@
+# dom0 helpers (sourced by main.sh): checks, domU life cycle, measurements, diagnostics.
+# Raw outputs go to $R/<phase>/ on the host share; lab/table.py parses them on the host.
+
+T() { echo "LAB-T $* $(cut -d' ' -f1 /proc/uptime)"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+# check <phase> <name> <pass|fail|warn|skip|info> <detail...>: one line of checks.tsv;
+# returns 1 for fail
+check() {
+    local ph=$1 name=$2 st=$3; shift 3
+    printf '%s\t%s\t%s\t%s\n' "$ph" "$name" "$st" "$*" >> "$R/checks.tsv"
+    echo "LAB-CHECK $ph $name $st $*"
+    [ "$st" != fail ]
+}
+# metric <phase> <name> <run> <value>: a number measured in dom0 (timings)
+metric() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$R/metrics.tsv"; }
+
+# domu_cfg <name> <mac> <memory MB> <extra kernel args>: an xl config on stdout
+domu_cfg() {
+    cat <<EOF
+name    = "$1"
+type    = "pv"
+kernel  = "/tmp/guest/vmlinuz"
+ramdisk = "/tmp/guest/domU.cpio.gz"
+extra   = "console=hvc0 rdinit=/init $4"
+memory  = $3
+vcpus   = 1
+vif     = [ 'mac=$2,bridge=xenbr0' ]
+on_crash = "destroy"
+EOF
+}
+
+# wait_ping <ip> <seconds>: 0 as soon as <ip> answers one ping
+wait_ping() {
+    local end=$(( $(date +%s) + $2 ))
+    while [ "$(date +%s)" -lt $end ]; do
+        ping -c1 -W1 "$1" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# wait_gone <xenstore path> <seconds>: 0 once the path no longer exists
+wait_gone() {
+    local end=$(( $(date +%s) + $2 ))
+    while xenstore-exists "$1" 2>/dev/null; do
+        [ "$(date +%s)" -ge $end ] && return 1
+        sleep 0.2
+    done
+}
+
+# link_check <phase> <tag> <vif>: the vif exists, is up and is a port of xenbr0
+link_check() {
+    local P=$1 tag=$2 vif=$3 i master flags kind
+    for i in $(seq 1 50); do [ -e "/sys/class/net/$vif" ] && break; sleep 0.2; done
+    if [ ! -e "/sys/class/net/$vif" ]; then
+        check "$P" "link$tag" fail "no $vif in dom0 ($(ls /sys/class/net | tr '\n' ' '))"; return 1
+    fi
+    for i in $(seq 1 25); do
+        master=$(basename "$(readlink "/sys/class/net/$vif/master" 2>/dev/null)" 2>/dev/null)
+        [ "$master" = xenbr0 ] && break; sleep 0.2
+    done
+    flags=$(ip -o link show "$vif" | sed -n 's/.*<\([^>]*\)>.*/\1/p')
+    if [ -e "/sys/class/net/$vif/tun_flags" ]; then kind=tap
+    else kind="driver=$(basename "$(readlink "/sys/class/net/$vif/device/driver" 2>/dev/null)" 2>/dev/null)"; fi
+    case ",$flags," in *,UP,*) ;; *) check "$P" "link$tag" fail "$vif not UP <$flags> master=$master $kind"; return 1 ;; esac
+    [ "$master" = xenbr0 ] || { check "$P" "link$tag" fail "$vif <$flags> not on xenbr0 (master=$master) $kind"; return 1; }
+    check "$P" "link$tag" pass "$vif <$flags> on xenbr0, $kind, mtu $(cat "/sys/class/net/$vif/mtu")"
+}
+
+# create_and_ping <phase> <tag> <cfg> <name> <ip>: xl create, link, first ping
+create_and_ping() {
+    local P=$1 tag=$2 cfg=$3 name=$4 ip=$5 t0 rc domid
+    T "$P-create$tag"
+    t0=$(now)
+    timeout 120 xl create "$cfg" > "$R/$P/xl-create$tag.txt" 2>&1; rc=$?
+    metric "$P" xl_create_s "$tag" "$(since "$t0")"
+    if [ $rc != 0 ]; then
+        check "$P" "create$tag" fail "xl create rc=$rc: $(grep -v '^Parsing' "$R/$P/xl-create$tag.txt" | tail -2 | tr '\n' ' ')"
+        timeout 60 xl destroy "$name" >/dev/null 2>&1
+        return 1
+    fi
+    domid=$(xl domid "$name")
+    check "$P" "create$tag" pass "domid $domid in $(since "$t0") s"
+    link_check "$P" "$tag" "vif$domid.0" || return 1
+    if wait_ping "$ip" "$PING_WAIT"; then
+        metric "$P" create_to_ping_s "$tag" "$(since "$t0")"
+        check "$P" "ping$tag" pass "$ip answers $(since "$t0") s after xl create"
+    else
+        check "$P" "ping$tag" fail "$ip silent for ${PING_WAIT} s after xl create returned"
+        return 1
+    fi
+}
+
+# destroy_clean <phase> <tag> <name>: xl destroy returns 0, the backend dir and the vif go
+destroy_clean() {
+    local P=$1 tag=$2 name=$3 domid t0 rc gone
+    domid=$(xl domid "$name" 2>/dev/null) || { check "$P" "destroy$tag" skip "no domain $name"; return 0; }
+    t0=$(now)
+    timeout 90 xl destroy "$name" > "$R/$P/xl-destroy$tag.txt" 2>&1; rc=$?
+    metric "$P" xl_destroy_s "$tag" "$(since "$t0")"
+    wait_gone "/local/domain/0/backend/vif/$domid" 10 && gone=yes || gone=no
+    if [ $rc = 0 ] && [ $gone = yes ] && ! xl domid "$name" >/dev/null 2>&1; then
+        check "$P" "destroy$tag" pass "rc=0 in $(since "$t0") s, backend/vif/$domid gone"
+    else
+        check "$P" "destroy$tag" fail "xl destroy rc=$rc, backend/vif/$domid gone=$gone: $(tail -2 "$R/$P/xl-destroy$tag.txt" | tr '\n' ' ')"
+    fi
+    local i; for i in $(seq 1 25); do [ -e "/sys/class/net/vif$domid.0" ] || break; sleep 0.2; done
+    [ -e "/sys/class/net/vif$domid.0" ] && check "$P" "vif-gone$tag" warn "vif$domid.0 still exists 5 s after xl destroy"
+    [ $rc = 0 ] && [ $gone = yes ]
+}
+
+# measure <phase> <ip>: RUNS x (ping 10 ms, ping flood, TCP both ways, UDP 64 B both ways)
+measure() {
+    local P=$1 ip=$2 D=$R/$1 k rc fails=0 pfail=0 n
+    for k in $(seq 1 "$RUNS"); do
+        T "$P-measure-run$k"
+        ping -c "$PING_COUNT" -i 0.01 -W 2 "$ip" > "$D/run$k-ping.txt" 2>&1
+        ping -f -c "$FLOOD_COUNT" -w 60 "$ip" > "$D/run$k-flood.txt" 2>&1
+        n=$(grep -c 'bytes from' "$D/run$k-ping.txt")
+        [ "$n" -gt 0 ] || pfail=$((pfail + 1))
+        for t in "tcp-dom0-to-domU:" "tcp-domU-to-dom0:-R" "udp64-dom0-to-domU:-u -l 64 -b 0" "udp64-domU-to-dom0:-u -l 64 -b 0 -R"; do
+            local label=${t%%:*} opts=${t#*:} secs=$IPERF_SECS
+            case $label in udp*) secs=$UDP_SECS ;; esac
+            # shellcheck disable=SC2086
+            timeout $((secs + 30)) iperf3 -c "$ip" -t "$secs" -J $opts > "$D/run$k-$label.json" 2>"$D/run$k-$label.err"
+            rc=$?
+            [ $rc = 0 ] || { fails=$((fails + 1)); echo "LAB-INFO $P run$k $label: iperf3 rc=$rc $(grep -o '"error":.*' "$D/run$k-$label.json")"; }
+            sleep 1
+        done
+    done
+    [ $pfail = 0 ] && check "$P" ping-runs pass "$RUNS x $PING_COUNT pings at 10 ms" \
+                   || check "$P" ping-runs fail "$pfail of $RUNS ping runs got no answer"
+    [ $fails = 0 ] && check "$P" iperf pass "$((RUNS * 4)) iperf3 runs" \
+                   || check "$P" iperf fail "$fails of $((RUNS * 4)) iperf3 runs failed"
+}
+
+# snapshot <phase> <label>: xenstore and link state, for comparing kernel and ours
+snapshot() {
+    local D=$R/$1 d
+    {
+        echo "== xenstore backend/vif"; xenstore-ls -f /local/domain/0/backend/vif 2>&1
+        for d in $(xenstore-list /local/domain 2>/dev/null); do
+            [ "$d" = 0 ] || { echo "== frontend of domain $d"; xenstore-ls -f "/local/domain/$d/device/vif" 2>&1; }
+        done
+        echo "== ip -s -d link"; ip -s -d link
+        echo "== bridge link"; bridge link
+    } > "$D/snapshot-$2.txt" 2>&1
+}
+
+# diag <phase> <label>: everything useful when something failed
+diag() {
+    local D=$R/$1 f
+    {
+        echo "== diag $1 $2 at uptime $(cut -d' ' -f1 /proc/uptime)"
+        if [ -n "${NBPID:-}" ]; then
+            echo "== daemon pid $NBPID: $(kill -0 "$NBPID" 2>/dev/null && echo alive || echo gone)"
+            ps -o pid,stat,etime,rss,args -p "$NBPID" 2>/dev/null
+            echo "== daemon log (tail)"; tail -n 60 "$D/netback.log" 2>/dev/null
+        fi
+        echo "== xenstore-ls -f /local/domain/0/backend/vif"; xenstore-ls -f /local/domain/0/backend/vif 2>&1
+        for f in $(xenstore-list /local/domain 2>/dev/null); do
+            [ "$f" = 0 ] || { echo "== xenstore-ls -f /local/domain/$f/device/vif"; xenstore-ls -f "/local/domain/$f/device/vif" 2>&1; }
+        done
+        echo "== xl list"; xl list 2>&1
+        echo "== xl dmesg | tail -40"; xl dmesg 2>&1 | tail -n 40
+        echo "== ip -d link"; ip -d link
+        echo "== ip addr"; ip addr
+        echo "== brctl show"; brctl show
+        echo "== bridge fdb (xenbr0)"; bridge fdb show br xenbr0
+        echo "== lsmod | grep xen"; lsmod | grep -E 'xen|tun|bridge'
+        echo "== ls -l /dev/xen"; ls -l /dev/xen
+        echo "== dmesg | tail -60"; dmesg | tail -n 60
+        for f in /var/log/xen/*.log /var/log/xen/console/*.log; do
+            [ -f "$f" ] && { echo "== $f (tail)"; tail -n 40 "$f"; }
+        done
+    } > "$D/diag-$2.txt" 2>&1
+    echo "LAB-INFO diagnostics: results/$1/diag-$2.txt"
+}
+
+# nbtest <phase>: a second domU whose init runs netfront-test --xen instead of xen-netfront
+nbtest() {
+    local P=$1 cfg=/tmp/nbtest.cfg log=/var/log/xen/console/guest-nbtest.log end rc t0
+    T "$P-nbtest"
+    domu_cfg nbtest "$NBT_MAC" 256 "nbtest=$(echo "$NBTEST_ARGS" | tr ' ' ',')" > "$cfg"
+    rm -f "$log"
+    t0=$(now)
+    if ! timeout 120 xl create "$cfg" > "$R/$P/xl-create-nbtest.txt" 2>&1; then
+        check "$P" netfront-test fail "xl create of the nbtest domU failed"
+        timeout 60 xl destroy nbtest >/dev/null 2>&1; return 1
+    fi
+    T "$P-nbtest-created"
+    end=$(( $(date +%s) + NBTEST_TIMEOUT ))
+    while [ "$(date +%s)" -lt $end ]; do
+        grep -q 'NBTEST-DONE' "$log" 2>/dev/null && break
+        xl domid nbtest >/dev/null 2>&1 || break
+        sleep 1
+    done
+    T "$P-nbtest-finished"
+    cp "$log" "$R/$P/nbtest-console.log" 2>/dev/null
+    timeout 60 xl destroy nbtest >/dev/null 2>&1
+    T "$P-nbtest-destroyed"
+    rc=$(sed -n 's/.*NBTEST-DONE rc=\([0-9]*\).*/\1/p' "$R/$P/nbtest-console.log" 2>/dev/null | tail -1)
+    if [ "$rc" = 0 ]; then
+        check "$P" netfront-test pass "netfront-test --xen $NBTEST_ARGS: rc=0 in $(since "$t0") s"
+    else
+        check "$P" netfront-test fail "netfront-test --xen $NBTEST_ARGS: rc=${rc:-none (no NBTEST-DONE within ${NBTEST_TIMEOUT} s)}"
+        diag "$P" nbtest
+        return 1
+    fi
+}
