@@ -28,6 +28,8 @@ LOGS=$W/logs
 STAMPS=$W/stamps
 
 # --- knobs ------------------------------------------------------------------------------
+ACCEL=${ACCEL:-tcg}                  # e.g. tcg,thread=single
+CPU=${CPU:-max}
 MEM=${MEM:-4G}                      # QEMU RAM: Xen + dom0 + up to two 512 MB domUs
 SMP=${SMP:-2}
 DOM0_MEM=${DOM0_MEM:-2048M}
@@ -240,7 +242,7 @@ do_build() {
 qemu_argv() { # qemu_argv <dom0 cmdline extra>: sets the array QEMU
     local xen="console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all console_timestamps=boot"
     xen+=" dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=$SMP smap=hvm bootscrub=0 $XEN_EXTRA"
-    QEMU=(qemu-system-x86_64 -accel tcg -cpu max -m "$MEM" -smp "$SMP" -nographic -nic none -no-reboot
+    QEMU=(qemu-system-x86_64 -accel "$ACCEL" -cpu "$CPU" -m "$MEM" -smp "$SMP" -nographic -nic none -no-reboot
           -virtfs "local,path=$SHARE,mount_tag=hostshare,security_model=none,id=hostshare"
           -kernel "$BOOT/xen" -append "$xen"
           -initrd "$BOOT/vmlinuz console=hvc0 earlyprintk=xen $1,$BOOT/dom0.cpio")
