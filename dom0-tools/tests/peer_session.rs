@@ -6,19 +6,18 @@
 use anyhow::{Context, ensure};
 use dom0_tools::layout::{self, VifSpec};
 use grant::sim::{Credentials, DomainConfig};
-use grant::{Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
+use grant::{Access, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
+use netback_e2e::loopback::loop_back;
 use netback_e2e::{is_child, spawn_child, wait_child};
 use netfront_test::session::{PeerConfig, PeerReport, StartGate, run_peer_traffic};
 use netfront_test::traffic::FrameSize;
 use netfront_test::{Netfront, NetfrontConfig, XenbusState};
-use netif::abi::{NETIF_RSP_ERROR, NETIF_RSP_OKAY};
-use netif::{BackRing, RxResponse, RxRing, TxResponse, TxRing};
+use netif::{BackRing, RxRing, TxRing};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use simhost::{Session, SimHost};
+use simhost::SimHost;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-use vm_memory::VolatileSlice;
 use xenstore::Client;
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x07];
@@ -69,37 +68,6 @@ fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loops TX requests into posted RX buffers while both rings have work.
-fn loop_back(
-    dom0: &Session,
-    guest: DomId,
-    tx: &mut BackRing<TxRing, GrantMapping>,
-    rx: &mut BackRing<RxRing, GrantMapping>,
-) -> anyhow::Result<u32> {
-    let mut looped = 0;
-    while rx.unconsumed_requests() > 0 {
-        let Some(req) = tx.next_request()? else { break };
-        let slot = rx.next_request()?.context("RX request vanished")?;
-        let mut buf = vec![0u8; usize::from(req.size)];
-        let src = CopyPtr::Grant { domid: guest, gref: req.gref, offset: req.offset };
-        let dst = CopyPtr::Grant { domid: guest, gref: slot.gref, offset: 0 };
-        let mut seg = [CopySegment::new(src, CopyPtr::Local(VolatileSlice::from(&mut buf[..])), req.size)];
-        dom0.domain.copy(&mut seg)?;
-        let mut ok = seg[0].status.is_ok();
-        if ok {
-            let mut seg = [CopySegment::new(CopyPtr::Local(VolatileSlice::from(&mut buf[..])), dst, req.size)];
-            dom0.domain.copy(&mut seg)?;
-            ok = seg[0].status.is_ok();
-        }
-        let (tx_status, rx_status) =
-            if ok { (NETIF_RSP_OKAY, req.size as i16) } else { (NETIF_RSP_ERROR, NETIF_RSP_ERROR) };
-        tx.push_response(TxResponse { id: req.id, status: tx_status })?;
-        rx.push_response(RxResponse { id: slot.id, offset: 0, flags: 0, status: rx_status })?;
-        looped += 1;
-    }
-    Ok(looped)
-}
-
 #[test]
 fn peer_traffic_through_a_loop_back_backend() -> anyhow::Result<()> {
     if is_child() {
@@ -130,7 +98,7 @@ fn peer_traffic_through_a_loop_back_backend() -> anyhow::Result<()> {
     let mut looped = 0u64;
     loop {
         ensure!(Instant::now() < deadline, "backend timed out after looping {looped} frames");
-        let n = loop_back(&dom0, g, &mut tx, &mut rx)?;
+        let n = loop_back(&dom0.domain, g, &mut tx, &mut rx)?;
         looped += u64::from(n);
         let (notify_tx, notify_rx) = (tx.push_responses_and_check_notify(), rx.push_responses_and_check_notify());
         if notify_tx || notify_rx {

@@ -10,20 +10,19 @@ mod common;
 use anyhow::{Context, ensure};
 use common::{GUEST_MAC, state_of, write_vif_layout};
 use grant::sim::{Credentials, DomainConfig};
-use grant::{Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantMapping, GrantOps};
+use grant::{Access, EventChannel, EventChannels, GrantOps};
+use netback_e2e::loopback::loop_back;
 use netback_e2e::{is_child, spawn_child, wait_child};
 use netfront_test::mac::format_mac;
 use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
 use netfront_test::traffic::{Generator, GeneratorConfig, Next, Receiver};
 use netfront_test::{DeviceError, Netfront, NetfrontConfig, XenbusError, XenbusState};
-use netif::abi::{NETIF_RSP_ERROR, NETIF_RSP_OKAY};
-use netif::{BackRing, RxResponse, RxRing, TxResponse, TxRing};
+use netif::{BackRing, RxRing, TxRing};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use simhost::{Session, SimHost};
+use simhost::SimHost;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-use vm_memory::VolatileSlice;
 use xenstore::Client;
 
 const FRAMES: u64 = 400;
@@ -109,42 +108,6 @@ fn wait_state(xs: &Client, dir: &str, want: XenbusState) -> anyhow::Result<()> {
     common::wait_state_within(xs, dir, want, WAIT)
 }
 
-/// Loops TX requests back into posted RX buffers while both rings have work; returns
-/// frames looped. A failed copy answers `NETIF_RSP_ERROR` on both rings.
-fn loop_back(
-    dom0: &Session,
-    guest: DomId,
-    tx: &mut BackRing<TxRing, GrantMapping>,
-    rx: &mut BackRing<RxRing, GrantMapping>,
-) -> anyhow::Result<u32> {
-    let mut looped = 0;
-    while rx.unconsumed_requests() > 0 {
-        let Some(req) = tx.next_request()? else { break };
-        let slot = rx.next_request()?.context("RX request vanished")?;
-        let len = usize::from(req.size);
-        let mut buf = vec![0u8; len];
-        let mut ok = usize::from(req.offset) + len <= grant::PAGE_SIZE;
-        if ok {
-            let src = CopyPtr::Grant { domid: guest, gref: req.gref, offset: req.offset };
-            let mut seg = [CopySegment::new(src, CopyPtr::Local(VolatileSlice::from(&mut buf[..])), req.size)];
-            dom0.domain.copy(&mut seg)?;
-            ok = seg[0].status.is_ok();
-        }
-        if ok {
-            let dst = CopyPtr::Grant { domid: guest, gref: slot.gref, offset: 0 };
-            let mut seg = [CopySegment::new(CopyPtr::Local(VolatileSlice::from(&mut buf[..])), dst, req.size)];
-            dom0.domain.copy(&mut seg)?;
-            ok = seg[0].status.is_ok();
-        }
-        let (tx_status, rx_status) =
-            if ok { (NETIF_RSP_OKAY, req.size as i16) } else { (NETIF_RSP_ERROR, NETIF_RSP_ERROR) };
-        tx.push_response(TxResponse { id: req.id, status: tx_status })?;
-        rx.push_response(RxResponse { id: slot.id, offset: 0, flags: 0, status: rx_status })?;
-        looped += 1;
-    }
-    Ok(looped)
-}
-
 #[test]
 fn loopback_through_a_minimal_backend() -> anyhow::Result<()> {
     if is_child() {
@@ -175,7 +138,7 @@ fn loopback_through_a_minimal_backend() -> anyhow::Result<()> {
     let mut looped = 0;
     loop {
         ensure!(Instant::now() < deadline, "backend timed out after looping {looped} frames");
-        let n = loop_back(&dom0, guest.domid, &mut tx, &mut rx)?;
+        let n = loop_back(&dom0.domain, guest.domid, &mut tx, &mut rx)?;
         looped += n;
         // Push both rings (no short-circuit), notify once if either asks.
         let (notify_tx, notify_rx) = (tx.push_responses_and_check_notify(), rx.push_responses_and_check_notify());

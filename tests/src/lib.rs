@@ -4,6 +4,8 @@
 //! `#[ignore]`d child test that plays another domain. Genuinely separate processes, no fork.
 #![forbid(unsafe_code)]
 
+pub mod loopback;
+
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
