@@ -224,6 +224,12 @@ def main():
                "Numbers are min / median / max over the runs; TCG on a shared 2-core host is noisy: "
                "host CPU taken by other processes during the phase (cores): "
                + ", ".join(f"{p} {v}" for p, v in noise.items()) + ".")
+    noisy = [p for p, v in noise.items() if v > 0.3]
+    if noisy:
+        out.append("")
+        out.append(f"**NOISY**: other processes took more than 0.3 cores during {', '.join(noisy)}; QEMU runs "
+                   "under nice, so its vCPUs then get a small share and the numbers of that phase are not "
+                   "comparable. Repeat on a quiet host (or with NICE=0).")
     out.append("")
     out.append("| metric | unit | kernel min | kernel median | kernel max | ours min | ours median | ours max | ours/kernel |")
     out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -74,7 +74,7 @@ daemon_gone() {
 }
 
 phase_ours() {
-    local P=ours domid B t0 rc
+    local P=ours domid B t0 rc ctl
     mkdir -p "$R/$P"
     T phase-ours
     if lsmod | grep -q '^xen_netback'; then
@@ -82,10 +82,20 @@ phase_ours() {
     fi
     check $P rmmod pass "xen-netback unloaded"
     echo "LAB-INFO starting: RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS"
+    ctl=$(echo "$NETBACK_ARGS" | sed -n 's/.*--control[ =]\([^ ]*\).*/\1/p')
+    [ -n "$ctl" ] && rm -f "$ctl"
     # shellcheck disable=SC2086
     NO_COLOR=1 RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS > "$R/$P/netback.log" 2>&1 &
     NBPID=$!
-    sleep 2
+    # ready when its control socket appears (if --control is given); dead = failed
+    local i; t0=$(now)
+    for i in $(seq 1 50); do
+        daemon_alive || break
+        [ -n "$ctl" ] && [ -S "$ctl" ] && break
+        [ -z "$ctl" ] && [ "$i" -ge 10 ] && break
+        sleep 0.2
+    done
+    sleep 0.5
     if ! daemon_alive; then
         wait "$NBPID"; rc=$?; NBPID=
         check $P daemon-start fail "netback --xen exited at once (status $rc): $(first_error "$R/$P/netback.log")"
@@ -93,6 +103,10 @@ phase_ours() {
         return 1
     fi
     check $P daemon-start pass "pid $NBPID"
+    if [ -n "$ctl" ]; then
+        [ -S "$ctl" ] && check $P control-socket pass "$ctl after $(since "$t0") s" \
+                      || check $P control-socket warn "no socket $ctl after $(since "$t0") s"
+    fi
 
     if create_and_ping $P "" /tmp/domU.cfg domU "$DOMU_IP"; then
         snapshot $P connected

@@ -77,7 +77,7 @@ create_and_ping() {
     timeout 120 xl create "$cfg" > "$R/$P/xl-create$tag.txt" 2>&1; rc=$?
     metric "$P" xl_create_s "$tag" "$(since "$t0")"
     if [ $rc != 0 ]; then
-        check "$P" "create$tag" fail "xl create rc=$rc: $(grep -v '^Parsing' "$R/$P/xl-create$tag.txt" | tail -2 | tr '\n' ' ')"
+        check "$P" "create$tag" fail "xl create rc=$rc: $(grep -v '^Parsing' "$R/$P/xl-create$tag.txt" | head -n 2 | tr '\n' ' ')"
         timeout 60 xl destroy "$name" >/dev/null 2>&1
         return 1
     fi
