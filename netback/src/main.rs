@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
 
     if real_xen {
         let (grants, xs) = xen::open()?;
-        let socket = args.control.clone().unwrap_or_else(|| PathBuf::from(xen::CONTROL_SOCKET));
+        let socket = args.control.clone().unwrap_or_else(|| PathBuf::from(daemon::XEN_CONTROL_SOCKET));
         xen::prepare_socket_dir(&socket)?;
         let config = DaemonConfig { backend_domid: xen::own_domid(&xs), ..args.config(socket, UplinkMode::Auto) };
         daemon::run(grants, xs, config, stop.as_fd()).context("netback daemon")?;

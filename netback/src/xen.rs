@@ -7,9 +7,6 @@ use anyhow::{Context, bail};
 use grant::xen::XenHost;
 use xenstore::Client;
 
-/// Where the control socket lives on a Xen host unless `--control` says otherwise.
-pub const CONTROL_SOCKET: &str = netback::daemon::XEN_CONTROL_SOCKET;
-
 /// Present while Linux's own netback is loaded: it claims every `backend/vif` device.
 const KERNEL_NETBACK: &str = "/sys/module/xen_netback";
 
