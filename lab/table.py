@@ -196,6 +196,28 @@ def other_cpu(res):
     return out
 
 
+def profile_section(res):
+    """The daemon's syscalls and context switches per frame, per workload (PROFILE=1)."""
+    path = res / "ours" / "profile.tsv"
+    try:
+        rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    except OSError:
+        return []
+    out = ["## Our daemon's cost per frame (strace -c -f while one workload runs)", "",
+           "Frames: the TAP's rx+tx packets. strace slows the daemon, so these runs are not the table's; "
+           "the counts per frame are what matters. Top syscalls: `ours/profile-<workload>-strace.txt`; "
+           "notifications and batch sizes: `ours/profile-<workload>-stats-after.txt`.", "",
+           "| workload | frames | syscalls | per frame | context switches | per frame |", "|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        if len(row) < 4:
+            continue
+        label, frames, calls, ctx = row[0], int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
+        per = lambda n: f"{n / frames:.2f}" if frames else "–"
+        out.append(f"| {label} | {frames} | {calls} | {per(calls)} | {ctx} | {per(ctx)} |")
+    out.append("")
+    return out
+
+
 def main():
     res = Path(sys.argv[1])
     cfg = load_json(res / "config.json") or {}
@@ -244,6 +266,7 @@ def main():
         out.append(f"| {label} | {unit} | {fmt(k['min'])} | {fmt(k['median'])} | {fmt(k['max'])} | "
                    f"{fmt(o['min']) if okk[0] is not None else 'FAILED'} | {fmt(o['median'])} | {fmt(o['max'])} | {ratio} |")
     out.append("")
+    out.extend(profile_section(res))
     out.append("| phase | check | result | detail |")
     out.append("|---|---|---|---|")
     for c in checks:

@@ -38,7 +38,10 @@ EOF
     exec setsid sh -c 'exec bash -l </dev/hvc0 >/dev/hvc0 2>&1'
 fi
 
-echo "LAB-INFO mode=$MODE runs=$RUNS iperf=${IPERF_SECS}s udp=${UDP_SECS}s pings=$PING_COUNT flood=$FLOOD_COUNT nbtest=$NBTEST rev=$(cat "$L/git-rev")"
+# heartbeat on the console: tells a hung VM from a stuck step in the serial log
+( while :; do sleep 30; echo "LAB-HB uptime $(cut -d' ' -f1 /proc/uptime) load $(cut -d' ' -f1-3 /proc/loadavg)"; done ) &
+HBPID=$!
+echo "LAB-INFO mode=$MODE runs=$RUNS iperf=${IPERF_SECS}s udp=${UDP_SECS}s pings=$PING_COUNT flood=$FLOOD_COUNT nbtest=$NBTEST profile=${PROFILE:-0} rev=$(cat "$L/git-rev")"
 
 # ---- phase kernel ---------------------------------------------------------------------
 phase_kernel() {
@@ -111,6 +114,9 @@ phase_ours() {
     if create_and_ping $P "" /tmp/domU.cfg domU "$DOMU_IP"; then
         snapshot $P connected
         measure $P "$DOMU_IP"
+        if [ "${PROFILE:-0}" != 0 ]; then
+            NBCTL_SOCK=${ctl:-/run/netback/netback.sock} profile "$DOMU_IP" "vif$(xl domid domU).0"
+        fi
         if [ "$NBTEST" != 0 ]; then
             if daemon_alive; then nbtest $P; else check $P netfront-test skip "the daemon is gone"; fi
         fi
@@ -183,5 +189,6 @@ mkdir -p "$R/xen-logs"; cp -r /var/log/xen/. "$R/xen-logs/" 2>/dev/null
 xl dmesg > "$R/xen-logs/xl-dmesg.txt" 2>&1
 dmesg > "$R/xen-logs/dom0-dmesg.txt" 2>&1
 sync
+kill "$HBPID" 2>/dev/null
 T lab-done
 echo "LAB-DONE"
