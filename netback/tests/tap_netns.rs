@@ -64,6 +64,7 @@ netns_test!(tap_device_arp_and_ping, child_arp_and_ping, arp_and_ping);
 netns_test!(tap_blank_udp_checksum, child_udp_blank_checksum, udp_blank_checksum);
 netns_test!(tap_tcp_gso_both_ways, child_tcp_gso, tcp_gso_both_ways);
 netns_test!(tap_forwarded_gso_checksums, child_forwarded_gso, forwarded_gso_checksums);
+netns_test!(tap_read_budget, child_read_budget, read_budget);
 
 /// The device as created, `ready_fd` readable exactly while a frame waits, ARP and ICMP
 /// echo through the port, refused frames counted, and the device gone with the port.
@@ -134,6 +135,54 @@ fn arp_and_ping() -> anyhow::Result<()> {
     ensure!(!ip(&["-o", "link", "show", "dev", TAP])?.contains(",UP"), "set_up(false)");
     drop(port);
     ensure!(ip(&["link", "show", "dev", TAP]).is_err(), "the TAP outlived its port");
+    Ok(())
+}
+
+/// `pop_batch` reads at most its budget: 1 after batches that found the TAP empty, doubling
+/// while batches end with frames still queued; frames left behind keep the descriptor
+/// readable and come out in order.
+fn read_budget() -> anyhow::Result<()> {
+    enter_netns(false)?;
+    let port = tap_port(TAP, "10.77.0.1/24")?;
+    let wire = Wire::new(&port, &[]);
+    // The kernel learns the peer from its ARP request, so it can answer pings.
+    wire.send(arp_request(PEER_MAC, PEER_IP, HOST_IP), Offload::default())?;
+    wire.recv("ARP reply", |f| parse_arp(f.data()).is_some_and(|a| a.op == 2))?;
+    wire.drain()?;
+    let mut out = Vec::new();
+    // Seven batches that find nothing bring any budget (at most 64) down to 1.
+    for _ in 0..7 {
+        port.pop_batch(64, &mut out);
+    }
+    ensure!(out.is_empty(), "frames from an idle TAP: {}", out.len());
+    for seq in 1..=7 {
+        wire.send(echo_request(PEER_MAC, VIF_MAC, PEER_IP, HOST_IP, 0x78, seq, &[seq as u8; 64]), Offload::default())?;
+    }
+    // The kernel answers each request as it is written; let the last one settle.
+    ensure!(wire.readable(Duration::from_secs(2))?, "no echo reply queued");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let before = out.len();
+        port.pop_batch(64, &mut out);
+        sizes.push(out.len() - before);
+        ensure!(wire.readable(Duration::ZERO)? == (out.len() < 7), "readable exactly while replies wait");
+    }
+    assert_eq!(sizes, [1, 2, 4], "budget 1, then doubling");
+    let seqs: Vec<u16> =
+        out.iter().map(|f| parse_echo(f.data()).context("echo reply").map(|e| e.seq)).collect::<Result<_, _>>()?;
+    assert_eq!(seqs, (1..=7).collect::<Vec<u16>>());
+    // `max` bounds a batch as well: one reply more, asked for one at most.
+    wire.send(echo_request(PEER_MAC, VIF_MAC, PEER_IP, HOST_IP, 0x78, 8, &[8; 64]), Offload::default())?;
+    wire.send(echo_request(PEER_MAC, VIF_MAC, PEER_IP, HOST_IP, 0x78, 9, &[9; 64]), Offload::default())?;
+    ensure!(wire.readable(Duration::from_secs(2))?, "no reply to 8");
+    std::thread::sleep(Duration::from_millis(100));
+    out.clear();
+    port.pop_batch(1, &mut out);
+    assert_eq!(out.len(), 1);
+    port.pop_batch(64, &mut out);
+    let seqs: Vec<u16> = out.iter().filter_map(|f| parse_echo(f.data()).map(|e| e.seq)).collect();
+    assert_eq!(seqs, [8, 9], "the second reply comes with the next batch");
     Ok(())
 }
 

@@ -146,8 +146,35 @@ impl Tap {
     }
 
     /// Reads one frame, vnet header first, into `buf`; `EAGAIN` when none waits.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)
+    }
+
+    /// Reads one frame in one `readv(2)`: its vnet header into `hdr`, its bytes into
+    /// `data`'s spare capacity (`data` is cleared first and holds them afterwards, without
+    /// being zeroed beforehand). Returns the length the kernel reported, header included,
+    /// which exceeds `VNET_HDR_LEN + data.capacity()` only if the frame was cut.
+    pub(super) fn read_frame_into(&self, hdr: &mut [u8; VNET_HDR_LEN], data: &mut Vec<u8>) -> io::Result<usize> {
+        data.clear();
+        let spare = data.spare_capacity_mut();
+        let iov = [
+            libc::iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hdr.len() },
+            libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() },
+        ];
+        // SAFETY: both iovecs describe memory we exclusively borrow for the call (`hdr`, and
+        // the spare capacity of `data`, which is allocated though uninitialized); the
+        // kernel only writes into them, at most their lengths.
+        let n = unsafe { libc::readv(self.file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let written = n.saturating_sub(VNET_HDR_LEN);
+        if written <= data.capacity() {
+            // SAFETY: readv filled the header first, then `written` bytes of the spare
+            // capacity, so they are initialized. (A frame reported longer than the buffer
+            // leaves `data` empty: how much of it was written is unknown.)
+            unsafe { data.set_len(written) };
+        }
+        Ok(n)
     }
 }
 

@@ -16,12 +16,14 @@ use crate::port::{DropReason, PortStats, TransmitOutcome, Uplink};
 /// what it sends a TAP below it (MTU at most 65521, GSO frames below `gso_max_size` 64 KiB
 /// with the Ethernet header), except for a VLAN tag the TAP inserts as it hands a frame out.
 const MAX_FRAME: usize = u16::MAX as usize;
-/// The read buffer: a header, the largest frame, and one byte more, so a longer frame is
-/// seen as such whether the kernel cuts it to the buffer or reports its whole length.
-const RX_BUF: usize = VNET_HDR_LEN + MAX_FRAME + 1;
 /// Frames a single [`Uplink::pop`] may skip (errors, untranslatable headers) before it
 /// gives up for this call; the descriptor stays readable, so the worker comes back.
 const MAX_SKIPS: usize = 64;
+/// Frames up to this long are copied out of the read buffer; a longer one takes the buffer
+/// itself (a fresh one, uninitialized, replaces it), which saves copying it.
+const HAND_OVER_ABOVE: usize = 16 * 1024;
+/// The most reads one [`Uplink::pop_batch`] starts with (see [`RxState::budget`]).
+const MAX_READ_BUDGET: usize = 64;
 
 /// A TAP device as a vif's uplink. Every frame crosses with one vnet header, so checksum
 /// and segmentation offloads stay offloads both ways.
@@ -29,9 +31,29 @@ const MAX_SKIPS: usize = 64;
 pub struct TapPort {
     /// Shared with the daemon's vif, which keeps the device across reconnects.
     tap: Arc<Tap>,
-    /// Reused by every read ([`RX_BUF`] bytes).
-    rx_buf: Mutex<Vec<u8>>,
+    /// Only the worker owning the port reads; the lock is never contended.
+    rx: Mutex<RxState>,
     counters: Counters,
+}
+
+/// The reading side of a [`TapPort`].
+#[derive(Debug)]
+struct RxState {
+    /// The read buffer's data part (capacity `MAX_FRAME + 1`: one byte more, so a longer
+    /// frame is seen as such whether the kernel cuts it or reports its whole length).
+    data: Vec<u8>,
+    /// How many frames the next [`Uplink::pop_batch`] reads at most. It doubles while
+    /// batches end without finding the TAP empty and halves when a batch did (`EAGAIN`),
+    /// so sparse traffic (one frame per wakeup) costs one `read` per frame, not two. A
+    /// batch that stops at its budget leaves the descriptor readable: the worker's epoll
+    /// brings it back.
+    budget: usize,
+}
+
+impl RxState {
+    fn new() -> RxState {
+        RxState { data: Vec::with_capacity(MAX_FRAME + 1), budget: 1 }
+    }
 }
 
 /// A [`TapPort`]'s counters: the [`PortStats`] every uplink has, and why frames were lost.
@@ -95,7 +117,7 @@ fn worth_logging(n: u64) -> bool {
 impl TapPort {
     /// Wraps a created TAP (its vnet header and offloads are set by [`Tap::create`]).
     pub fn new(tap: Arc<Tap>) -> TapPort {
-        TapPort { tap, rx_buf: Mutex::new(vec![0; RX_BUF]), counters: Counters::default() }
+        TapPort { tap, rx: Mutex::new(RxState::new()), counters: Counters::default() }
     }
 
     /// The TAP device (to bring it up, set its MTU, read its name).
@@ -132,25 +154,31 @@ impl TapPort {
     }
 
     /// Reads and translates one frame; `Ok(None)` for a frame read and dropped (counted).
-    fn read_one(&self, buf: &mut [u8]) -> io::Result<Option<Frame>> {
-        let n = self.tap.read_frame(buf)?;
+    fn read_one(&self, rx: &mut RxState) -> io::Result<Option<Frame>> {
+        let mut hdr = [0; VNET_HDR_LEN];
+        let n = self.tap.read_frame_into(&mut hdr, &mut rx.data)?;
         let c = &self.counters;
         if n > VNET_HDR_LEN + MAX_FRAME {
             add(&c.rx_dropped_oversize, 1);
             tracing::debug!(tap = self.tap.name(), len = n - VNET_HDR_LEN, "oversized frame from the TAP dropped");
             return Ok(None);
         }
-        let Some((hdr, data)) = buf[..n].split_first_chunk::<VNET_HDR_LEN>() else {
+        if n < VNET_HDR_LEN {
             // Impossible with IFF_VNET_HDR: every read starts with a whole header.
             add(&c.rx_errors, 1);
             return Ok(None);
-        };
-        let hdr = VnetHeader::from_bytes(hdr);
-        match vnet::decode(&hdr, data) {
+        }
+        let hdr = VnetHeader::from_bytes(&hdr);
+        match vnet::decode(&hdr, &rx.data) {
             Ok(offload) => {
                 add(&c.rx_frames, 1);
-                add(&c.rx_bytes, data.len());
-                Ok(Some(Frame::with_offload(data.to_vec(), offload)))
+                add(&c.rx_bytes, rx.data.len());
+                let data = if rx.data.len() > HAND_OVER_ABOVE {
+                    std::mem::replace(&mut rx.data, Vec::with_capacity(MAX_FRAME + 1))
+                } else {
+                    rx.data.clone()
+                };
+                Ok(Some(Frame::with_offload(data, offload)))
             }
             Err(e) => {
                 let n = add(&c.rx_dropped_offload, 1);
@@ -160,6 +188,26 @@ impl TapPort {
                 Ok(None)
             }
         }
+    }
+
+    /// The next translatable frame, skipping at most [`MAX_SKIPS`] dropped ones. `Err` only
+    /// for `EAGAIN` (no frame waits).
+    fn read_next(&self, rx: &mut RxState) -> Result<Frame, io::ErrorKind> {
+        for _ in 0..MAX_SKIPS {
+            match self.read_one(rx) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::WouldBlock),
+                Err(error) => {
+                    // A failed read still consumes the frame it was for.
+                    let n = add(&self.counters.rx_errors, 1);
+                    if worth_logging(n) {
+                        tracing::warn!(tap = self.tap.name(), %error, errors = n, "reading from the TAP failed");
+                    }
+                }
+            }
+        }
+        Err(io::ErrorKind::Other)
     }
 }
 
@@ -208,23 +256,25 @@ impl Uplink for TapPort {
     }
 
     fn pop(&self) -> Option<Frame> {
-        // Only the worker owning the port pops; the lock is never contended.
-        let mut buf = self.rx_buf.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for _ in 0..MAX_SKIPS {
-            match self.read_one(&mut buf) {
-                Ok(Some(frame)) => return Some(frame),
-                Ok(None) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(error) => {
-                    // A failed read still consumes the frame it was for.
-                    let n = add(&self.counters.rx_errors, 1);
-                    if worth_logging(n) {
-                        tracing::warn!(tap = self.tap.name(), %error, errors = n, "reading from the TAP failed");
-                    }
+        let mut rx = self.rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.read_next(&mut rx).ok()
+    }
+
+    /// Reads at most `max` frames, and at most the read budget (see [`RxState::budget`]).
+    fn pop_batch(&self, max: usize, out: &mut Vec<Frame>) {
+        let mut rx = self.rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let limit = rx.budget.min(max);
+        let mut empty = false;
+        for _ in 0..limit {
+            match self.read_next(&mut rx) {
+                Ok(frame) => out.push(frame),
+                Err(kind) => {
+                    empty = kind == io::ErrorKind::WouldBlock;
+                    break;
                 }
             }
         }
-        None
+        rx.budget = if empty { (rx.budget / 2).max(1) } else { (rx.budget * 2).min(MAX_READ_BUDGET) };
     }
 
     /// The TAP's descriptor: it polls readable exactly while the kernel has queued a frame.

@@ -92,15 +92,19 @@ impl RxPath {
     ) -> Result<bool, DatapathError> {
         let ring_err = |source| DatapathError::Ring { ring: "RX", source };
         let (mut popped, mut taken) = (0, 0);
+        // False once the uplink gave fewer frames than asked: it is empty, or (a TAP) its
+        // read budget ran out and its descriptor brings the worker back.
+        let mut uplink_may_have_more = true;
         while taken < ctx.batch && popped < ctx.batch {
             let Some(next) = self.waiting.front() else {
                 // At most one frame per posted request and per batch place left: a frame
                 // needs at least one request, so none is popped for nothing.
                 let room = (ring.unconsumed_requests() as usize).min(ctx.batch - popped);
-                if room == 0 {
+                if room == 0 || !uplink_may_have_more {
                     break;
                 }
                 ctx.uplink.pop_batch(room, &mut self.popped);
+                uplink_may_have_more = self.popped.len() == room;
                 if self.popped.is_empty() {
                     break;
                 }
