@@ -67,17 +67,7 @@ pub fn set(socket: &Path, args: &SetArgs) -> anyhow::Result<()> {
 
 /// `name=value` for every knob.
 pub fn knob_line(k: &KnobValues) -> String {
-    let all = PartialKnobs {
-        tx_drain_max: Some(k.tx_drain_max),
-        rx_drain_max: Some(k.rx_drain_max),
-        copy_batch: Some(k.copy_batch),
-        req_event_ahead: Some(k.req_event_ahead),
-        notify_every: Some(k.notify_every),
-        notify_usecs: Some(k.notify_usecs),
-        busy_poll_usecs: Some(k.busy_poll_usecs),
-        mtu: Some(k.mtu),
-    };
-    all.named().iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
+    k.all().named().iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(" ")
 }
 
 /// Validates `knobs` and writes them as `<backend>/netback-knobs/<name>` (read by the

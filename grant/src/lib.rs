@@ -5,8 +5,9 @@
 //! Linux's `/dev/xen` devices ([`xen`]), both always compiled. The data path of
 //! the daemon is generic over these traits, so the same code runs on both.
 //!
-//! Every byte of another domain's memory is reached through a [`GrantMapping`] (one page,
-//! unmapped on drop) or a [`GrantOps::copy`] batch; callers never see raw pointers.
+//! Every byte of another domain's memory is reached through a [`GrantMapping`] (one page, or
+//! several mapped in one call; unmapped on drop) or a [`GrantOps::copy`] batch; callers
+//! never see raw pointers.
 
 pub mod sim;
 pub mod xen;
@@ -87,6 +88,14 @@ pub trait GrantOps: Send + Sync {
     /// Maps one page that `domid` granted to the caller. `Access::ReadWrite` fails with
     /// `GNTST_general_error` when the grant is read-only. The mapping is released on drop.
     fn map(&self, domid: DomId, gref: GrantRef, access: Access) -> Result<GrantMapping, GrantError>;
+
+    /// Maps the pages `domid` granted as `grefs` (not empty; a gref may repeat) into one
+    /// contiguous region, page `i` being `grefs[i]`, in one operation (one map ioctl and one
+    /// `mmap` on Xen). All or nothing: if any grant is refused (not granted to the caller,
+    /// read-only grant asked `ReadWrite`, bad gref or domain) nothing stays mapped and the
+    /// error names the refused grant (on Xen, which reports no per-grant status for maps,
+    /// the first). The whole region is unmapped on drop.
+    fn map_many(&self, domid: DomId, grefs: &[GrantRef], access: Access) -> Result<GrantMapping, GrantError>;
 
     /// Runs a batch of copies (one hypercall on Xen). Each segment gets its own status; `Err`
     /// means the batch as a whole could not be submitted, and then no status is meaningful.

@@ -12,14 +12,16 @@ pub trait Unmap: Send + Sync + fmt::Debug {
     fn unmap(&mut self);
 }
 
-/// One page another domain granted to us, mapped into this process.
+/// Pages another domain granted to us, mapped contiguously into this process: one page
+/// for [`GrantOps::map`](crate::GrantOps::map), `grefs().len()` pages for
+/// [`GrantOps::map_many`](crate::GrantOps::map_many), page `i` being `grefs()[i]`.
 ///
 /// Invariant: the region is unmapped before the release hook runs, so the hypervisor never
-/// sees the grant released while we can still touch the page.
+/// sees a grant released while we can still touch its page.
 pub struct GrantMapping {
     region: Option<MmapRegion>,
     domid: DomId,
-    gref: GrantRef,
+    grefs: Vec<GrantRef>,
     access: Access,
     release: Option<Box<dyn Unmap>>,
 }
@@ -28,14 +30,40 @@ impl GrantMapping {
     /// Wraps a one-page `region` mapped from `domid`'s grant `gref`; `release` runs after
     /// the region is unmapped.
     pub fn new(region: MmapRegion, domid: DomId, gref: GrantRef, access: Access, release: Box<dyn Unmap>) -> Self {
-        debug_assert!(region.len() >= PAGE_SIZE);
-        Self { region: Some(region), domid, gref, access, release: Some(release) }
+        Self::new_many(region, domid, vec![gref], access, release)
     }
 
-    /// The whole page as volatile memory.
+    /// Wraps `region` (at least `grefs.len()` pages; `grefs` not empty), page `i` mapped
+    /// from `domid`'s grant `grefs[i]`; `release` runs after the region is dropped, and must
+    /// unmap it first if the region does not own its mapping.
+    pub fn new_many(
+        region: MmapRegion,
+        domid: DomId,
+        grefs: Vec<GrantRef>,
+        access: Access,
+        release: Box<dyn Unmap>,
+    ) -> Self {
+        debug_assert!(!grefs.is_empty() && region.len() >= grefs.len() * PAGE_SIZE);
+        Self { region: Some(region), domid, grefs, access, release: Some(release) }
+    }
+
+    /// Every page as one volatile slice (one page for a [`GrantOps::map`](crate::GrantOps::map)).
     pub fn slice(&self) -> VolatileSlice<'_> {
-        // The constructor guarantees a region of at least one page.
-        self.get_slice(0, PAGE_SIZE).expect("grant mapping is one page")
+        // The constructor guarantees a region of at least `grefs.len()` pages.
+        self.get_slice(0, self.grefs.len() * PAGE_SIZE).expect("grant mapping spans its pages")
+    }
+
+    /// Page `index` as volatile memory, or `None` past the last page.
+    pub fn page(&self, index: usize) -> Option<VolatileSlice<'_>> {
+        if index >= self.grefs.len() {
+            return None;
+        }
+        self.get_slice(index * PAGE_SIZE, PAGE_SIZE).ok()
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.grefs.len()
     }
 
     /// The granting domain.
@@ -43,9 +71,14 @@ impl GrantMapping {
         self.domid
     }
 
-    /// The grant reference this page was mapped from.
+    /// The grant reference the (first) page was mapped from.
     pub fn gref(&self) -> GrantRef {
-        self.gref
+        self.grefs[0]
+    }
+
+    /// The grant reference of each page, in order.
+    pub fn grefs(&self) -> &[GrantRef] {
+        &self.grefs
     }
 
     /// Whether we may write the page.
@@ -74,7 +107,7 @@ impl fmt::Debug for GrantMapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrantMapping")
             .field("domid", &self.domid)
-            .field("gref", &self.gref)
+            .field("grefs", &self.grefs)
             .field("access", &self.access)
             .finish()
     }

@@ -16,8 +16,10 @@
 //! * The control socket carries only control-plane messages (hello, domain descriptors,
 //!   event-channel alloc/bind/close, toolstack create/destroy), in a small binary format.
 //!
-//! Unsafe code is limited to adopting descriptors received with `recvmsg`/`accept`; the
-//! shared tables are reached through vm-memory's checked atomic references.
+//! Unsafe code is limited to adopting descriptors received with `recvmsg`/`accept` and to
+//! placing the pages of a multi-grant mapping side by side (`MAP_FIXED` into a reservation
+//! of our own, `memory::FixedPages`); the shared tables are reached through vm-memory's
+//! checked atomic references.
 
 mod alloc;
 mod domain;

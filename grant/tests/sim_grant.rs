@@ -266,3 +266,104 @@ fn copies_from_many_threads() {
         assert_eq!(dom0.grant_entry(d, gref).unwrap().flags, GTF_PERMIT_ACCESS);
     }
 }
+
+fn map_many_status(dom0: &impl GrantOps, domid: u16, grefs: &[u32], access: Access) -> (GrantStatus, Option<u32>) {
+    match dom0.map_many(domid, grefs, access) {
+        Ok(_) => (GrantStatus::Okay, None),
+        Err(GrantError::Map { status, gref, .. }) => (status, Some(gref)),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn map_many_places_each_grant_at_its_page_both_ways() {
+    let host = Host::start();
+    let dom0 = host.dom0();
+    let mut guest = host.guest();
+    let d = guest.domid;
+    let (ro_id, ro) = guest.share(0, 3, "ro");
+    let (rw_id, rw) = guest.share(0, 2, "rw");
+    for page in 0..3 {
+        guest.cmd(&format!("fill {ro_id} {page} {}", 10 + page));
+    }
+    // Out of order, with a repeat, across two share calls: the frames are not contiguous.
+    let order = [ro[2], ro[0], rw[1], ro[2]];
+    let seeds = [12u8, 10, 0, 12];
+    guest.cmd(&format!("fill {rw_id} 1 0"));
+    let m = dom0.map_many(d, &order, Access::ReadOnly).unwrap();
+    assert_eq!((m.pages(), m.grefs(), m.prot()), (4, &order[..], libc::PROT_READ));
+    assert_eq!(m.slice().len(), 4 * PAGE_SIZE);
+    let mut page = vec![0u8; PAGE_SIZE];
+    for (i, seed) in seeds.into_iter().enumerate() {
+        m.page(i).unwrap().copy_to(&mut page[..]);
+        assert!(page.iter().enumerate().all(|(j, &b)| b == pattern(seed, j)), "page {i}");
+    }
+    assert!(m.page(4).is_none());
+    // The guest's later writes show through: this is the guest's page, not a copy.
+    guest.cmd(&format!("fill {ro_id} 0 33"));
+    m.page(1).unwrap().copy_to(&mut page[..]);
+    assert_eq!(page[5], pattern(33, 5));
+    for gref in [ro[0], ro[2]] {
+        assert_eq!(dom0.grant_entry(d, gref).unwrap().flags, GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+    }
+    assert_eq!(dom0.grant_entry(d, ro[1]).unwrap().flags, GTF_PERMIT_ACCESS | GTF_READONLY, "not in the list");
+    drop(m);
+    for gref in [ro[0], ro[2]] {
+        assert_eq!(dom0.grant_entry(d, gref).unwrap().flags, GTF_PERMIT_ACCESS | GTF_READONLY, "unpinned on drop");
+    }
+    assert_eq!(dom0.grant_entry(d, rw[1]).unwrap().flags, GTF_PERMIT_ACCESS);
+
+    // Read-write: writes reach the guest's pages, in place.
+    let m = dom0.map_many(d, &[rw[1], rw[0]], Access::ReadWrite).unwrap();
+    assert_eq!(dom0.grant_entry(d, rw[0]).unwrap().flags, GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+    let bytes: Vec<u8> = (0..PAGE_SIZE).map(|i| pattern(21, i)).collect();
+    m.page(1).unwrap().copy_from(&bytes);
+    let bytes: Vec<u8> = (0..PAGE_SIZE).map(|i| pattern(22, i)).collect();
+    m.page(0).unwrap().copy_from(&bytes);
+    assert_eq!(guest.cmd(&format!("check {rw_id} 0 0 4096 21")), vec!["true"]);
+    assert_eq!(guest.cmd(&format!("check {rw_id} 1 0 4096 22")), vec!["true"]);
+    drop(m);
+    assert_eq!(dom0.grant_entry(d, rw[0]).unwrap().flags, GTF_PERMIT_ACCESS);
+    // Revocation is refused while mapped and goes through after the drop.
+    let m = dom0.map_many(d, &[rw[0], rw[1]], Access::ReadOnly).unwrap();
+    guest.cmd(&format!("drop {rw_id}"));
+    assert_eq!(guest.cmd("pending"), vec!["2"]);
+    drop(m);
+    assert_eq!(guest.cmd("pending"), vec!["0"]);
+}
+
+#[test]
+fn map_many_refusals_leave_nothing_pinned() {
+    let host = Host::start();
+    let dom0 = host.dom0();
+    let mut guest = host.guest();
+    let d = guest.domid;
+    let (_, ro) = guest.share(0, 2, "ro");
+    let (_, rw) = guest.share(0, 1, "rw");
+    let (_, other) = guest.share(77, 1, "rw");
+    let pinned = |gref| dom0.grant_entry(d, gref).unwrap().flags & (GTF_READING | GTF_WRITING);
+    use GrantStatus::*;
+    let cases: [(&[u32], Access, GrantStatus, u32); 5] = [
+        // Never granted (a reserved gref), after good ones: those are unpinned again.
+        (&[ro[0], rw[0], 3], Access::ReadOnly, GeneralError, 3),
+        // Granted to another domain.
+        (&[ro[0], other[0]], Access::ReadOnly, GeneralError, other[0]),
+        // A read-only grant mapped read-write.
+        (&[rw[0], ro[1]], Access::ReadWrite, GeneralError, ro[1]),
+        // Beyond the table.
+        (&[ro[0], 8192], Access::ReadOnly, BadGntref, 8192),
+        (&[8192], Access::ReadOnly, BadGntref, 8192),
+    ];
+    for (grefs, access, status, gref) in cases {
+        assert_eq!(map_many_status(&dom0, d, grefs, access), (status, Some(gref)), "{grefs:?} {access:?}");
+        for g in [ro[0], ro[1], rw[0], other[0]] {
+            assert_eq!(pinned(g), 0, "gref {g} left pinned after refusing {grefs:?}");
+        }
+    }
+    // Unknown domain, and an empty list.
+    assert_eq!(map_many_status(&dom0, 999, &[8], Access::ReadOnly), (BadDomain, Some(8)));
+    assert!(matches!(dom0.map_many(d, &[], Access::ReadOnly), Err(GrantError::Hypervisor { .. })));
+    // Everything still maps afterwards.
+    let m = dom0.map_many(d, &[ro[0], ro[1], rw[0]], Access::ReadOnly).unwrap();
+    assert_eq!(m.pages(), 3);
+}

@@ -4,6 +4,8 @@
 
 use std::os::fd::BorrowedFd;
 
+use vm_memory::VolatileSlice;
+
 use crate::frame::Frame;
 
 /// Why an uplink refused a frame as a whole.
@@ -87,6 +89,25 @@ pub trait Uplink: Send {
         dropped
     }
 
+    /// Whether [`Uplink::transmit_gather`] sends a frame's pieces as they are (one gathered
+    /// write) rather than joining them first. The TX path maps a guest's pages instead of
+    /// copying them only for an uplink that gathers.
+    fn gathers(&self) -> bool {
+        false
+    }
+
+    /// Sends a frame the guest transmitted, given as its first bytes `head` (private to us,
+    /// carrying the offload metadata) followed by the bytes of `rest` (the guest's mapped
+    /// pages, readable only during the call). The guest may change `rest` while we read it:
+    /// everything an implementation parses or rewrites (headers, checksum fields) must come
+    /// from `head`. Never blocks. The default joins the pieces into one frame and calls
+    /// [`Uplink::transmit`].
+    fn transmit_gather(&self, head: Frame, rest: &[VolatileSlice<'_>]) -> TransmitOutcome {
+        let mut frame = head;
+        append(&mut frame, rest);
+        self.transmit(frame)
+    }
+
     /// Takes the next frame waiting for this port, if any. Never blocks.
     fn pop(&self) -> Option<Frame>;
 
@@ -103,4 +124,15 @@ pub trait Uplink: Send {
 
     /// This port's counters.
     fn stats(&self) -> PortStats;
+}
+
+/// Appends the bytes of `rest` to `frame`, in order (one copy of each slice).
+pub fn append(frame: &mut Frame, rest: &[VolatileSlice<'_>]) {
+    let data = frame.data_mut();
+    data.reserve(rest.iter().map(|s| s.len()).sum());
+    for slice in rest {
+        let at = data.len();
+        data.resize(at + slice.len(), 0);
+        slice.copy_to(&mut data[at..]);
+    }
 }

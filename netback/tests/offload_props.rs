@@ -7,7 +7,10 @@ use etherparse::{
     NetHeaders, PacketBuilder, PacketHeaders, TcpHeader, TransportHeader, VlanId,
 };
 use netback::frame::GsoKind;
-use netback::offload::{OffloadError, fill_checksum, l4_checksum_is_valid, segment_tcp};
+use netback::offload::{
+    OffloadError, fill_checksum, l4_checksum_is_valid, locate_l4, locate_l4_in_head, segment_tcp, set_partial_checksum,
+    set_partial_checksum_in_head,
+};
 use proptest::prelude::*;
 
 const SRC_MAC: [u8; 6] = [0x00, 0x16, 0x3e, 1, 2, 3];
@@ -156,6 +159,38 @@ proptest! {
                               payload in prop::collection::vec(any::<u8>(), 1..65000),
                               mss in prop_oneof![1u16..9000, Just(536), Just(1448), Just(1460)]) {
         check_segments(&s, &payload, mss)?;
+    }
+
+    /// With only a head of the frame at hand, the L4 header is found (and the partial
+    /// checksum written, into the head only) exactly as from the whole frame whenever the
+    /// head holds every header, and refused otherwise; edited frames never panic.
+    #[test]
+    fn head_only_matches_the_whole_frame(s in spec(true, true), udp: bool,
+                                         payload in prop::collection::vec(any::<u8>(), 0..3000),
+                                         cut: usize, edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..3)) {
+        let mut frame = build(&s, udp, &payload);
+        for (at, b) in edits {
+            let n = frame.len();
+            frame[at % n] = b;
+        }
+        let h = cut % (frame.len() + 1);
+        let whole = locate_l4(&frame);
+        let head = locate_l4_in_head(&frame[..h], frame.len());
+        match (&whole, &head) {
+            (Ok(w), Ok(got)) => prop_assert_eq!(w, got),
+            (Ok(w), Err(_)) => prop_assert!(h < w.start + w.len, "refused although the head holds the headers"),
+            (Err(_), Ok(got)) => prop_assert!(false, "found {got:?} in the head of a frame that has none"),
+            (Err(_), Err(_)) => {}
+        }
+        if head.is_ok() {
+            let mut full = frame.clone();
+            set_partial_checksum(&mut full).unwrap();
+            let mut part = frame[..h].to_vec();
+            set_partial_checksum_in_head(&mut part, frame.len()).unwrap();
+            prop_assert_eq!(&part[..], &full[..h]);
+        }
+        prop_assert!(locate_l4_in_head(&frame, frame.len().saturating_sub(1)).is_err() || frame.is_empty(),
+            "a head longer than the frame");
     }
 
     /// Arbitrary bytes, and valid frames with bytes overwritten or cut, never panic.

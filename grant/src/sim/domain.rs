@@ -273,6 +273,15 @@ impl GrantOps for SimDomain {
         ops::map(&dom, self.inner.domid, gref, access)
     }
 
+    fn map_many(&self, domid: DomId, grefs: &[GrantRef], access: Access) -> Result<GrantMapping, GrantError> {
+        self.check_caller_alive()?;
+        let first = grefs.first().copied().unwrap_or_default();
+        let dom = self
+            .resolve(domid)
+            .map_err(|e| resolve_error(e, |status| GrantError::Map { domid, gref: first, status }))?;
+        ops::map_many(&dom, self.inner.domid, grefs, access)
+    }
+
     fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), GrantError> {
         self.check_caller_alive()?;
         // Most batches name one or two domains: look each up once per batch.

@@ -4,9 +4,11 @@ use super::gnttab::{ActiveTable, GrantTable};
 use crate::{DomId, PAGE_SIZE};
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,6 +51,63 @@ pub(crate) fn map_shared(file: &Arc<File>, offset: usize, len: usize, prot: i32)
         .with_mmap_flags(libc::MAP_SHARED)
         .build()
         .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Pages of a file mapped side by side at arbitrary page offsets: a `PROT_NONE`
+/// reservation of the whole range, each page then replaced with `MAP_FIXED`. Unmapped on drop.
+///
+/// Invariant: `addr..addr + len` is a mapping this value alone owns; regions handed out by
+/// [`FixedPages::region`] do not own it and must be dropped first.
+#[derive(Debug)]
+pub(crate) struct FixedPages {
+    /// Start address (kept as a number so the value is `Send`).
+    addr: usize,
+    len: usize,
+}
+
+impl FixedPages {
+    /// Maps page `frames[i]` of `file` as page `i`, with `prot` and `MAP_SHARED`.
+    pub(crate) fn map(file: &File, frames: &[u32], prot: ProtFlags) -> io::Result<Self> {
+        let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+        let len = frames.len().checked_mul(PAGE_SIZE).and_then(NonZeroUsize::new).ok_or_else(einval)?;
+        let page = NonZeroUsize::new(PAGE_SIZE).ok_or_else(einval)?;
+        // SAFETY: no address hint and no MAP_FIXED: the kernel picks a free range, so the
+        // new mapping replaces nothing of this process.
+        let base = unsafe {
+            mmap_anonymous(None, len, ProtFlags::PROT_NONE, MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE)
+        }?;
+        // From here on, dropping `pages` unmaps whatever was mapped.
+        let pages = Self { addr: base.as_ptr() as usize, len: len.get() };
+        for (i, &frame) in frames.iter().enumerate() {
+            let at = NonZeroUsize::new(pages.addr + i * PAGE_SIZE).ok_or_else(einval)?;
+            let offset = to_off(frame as usize * PAGE_SIZE)?;
+            // SAFETY: MAP_FIXED replaces page `i` of the reservation above, which this
+            // function owns and nothing else uses; the file is a sealed memfd that can never
+            // shrink, so the page cannot fault with SIGBUS later.
+            unsafe { mmap(Some(at), page, prot, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, file, offset) }?;
+        }
+        Ok(pages)
+    }
+
+    /// A region over the pages that does not own them: it must be dropped before `self`.
+    pub(crate) fn region(&self, prot: i32) -> io::Result<MmapRegion> {
+        // SAFETY: `len` bytes at `addr` are mapped with `prot` until `self` is dropped, and
+        // the caller drops the region first (`GrantMapping` drops its region before its
+        // release hook, which owns `self`).
+        unsafe { MmapRegion::build_raw(self.addr as *mut u8, self.len, prot, libc::MAP_SHARED) }
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+impl Drop for FixedPages {
+    fn drop(&mut self) {
+        let Some(addr) = std::ptr::NonNull::new(self.addr as *mut std::ffi::c_void) else { return };
+        // SAFETY: the range is this value's own mapping (type invariant), and no region over
+        // it is left.
+        if let Err(errno) = unsafe { munmap(addr, self.len) } {
+            tracing::warn!(%errno, len = self.len, "munmap of mapped grant pages failed");
+        }
+    }
 }
 
 /// Opens a second, read-only description of `fd` through `/proc/self/fd`, so that even

@@ -2,8 +2,9 @@
 //! granting domain's shared tables.
 
 use super::gnttab;
-use super::memory::{DomainMemory, map_shared};
+use super::memory::{DomainMemory, FixedPages, map_shared};
 use crate::{Access, CopyPtr, CopySegment, DomId, GrantError, GrantMapping, GrantRef, GrantStatus, PAGE_SIZE, Unmap};
+use nix::sys::mman::ProtFlags;
 use std::sync::Arc;
 use vm_memory::{VolatileMemory, VolatileSlice};
 
@@ -90,6 +91,81 @@ pub(crate) fn map(
             release.unmap();
             Err(GrantError::Mmap { domid, gref, source })
         }
+    }
+}
+
+/// Unmaps the pages of a [`map_many`] mapping, then releases the pin of each grant.
+#[derive(Debug)]
+struct ManyRelease {
+    pages: Option<FixedPages>,
+    dom: Arc<DomainMemory>,
+    grefs: Vec<GrantRef>,
+    readonly: bool,
+}
+
+impl Unmap for ManyRelease {
+    fn unmap(&mut self) {
+        drop(self.pages.take());
+        for &gref in &self.grefs {
+            gnttab::unpin(&self.dom.table, &self.dom.active, gref, self.readonly);
+        }
+        self.grefs.clear();
+    }
+}
+
+impl Drop for ManyRelease {
+    /// Unpins what is still pinned if the mapping never got built.
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+/// Maps `grefs` of `dom` for `ldom` side by side: every grant pinned with Xen's
+/// `map_grant_ref` checks, in order (the first refusal unpins the others and is the
+/// error), then one reservation of `grefs.len()` pages with each frame mapped into its
+/// place (through a read-only description for `Access::ReadOnly`).
+pub(crate) fn map_many(
+    dom: &Arc<DomainMemory>,
+    ldom: DomId,
+    grefs: &[GrantRef],
+    access: Access,
+) -> Result<GrantMapping, GrantError> {
+    let domid = dom.domid();
+    let Some(&first) = grefs.first() else {
+        return Err(GrantError::Hypervisor {
+            context: format!("mapping no grants of domain {domid}"),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    };
+    if !dom.alive() {
+        return Err(GrantError::Map { domid, gref: first, status: GrantStatus::BadDomain });
+    }
+    let readonly = access == Access::ReadOnly;
+    let mut release = ManyRelease { pages: None, dom: dom.clone(), grefs: Vec::with_capacity(grefs.len()), readonly };
+    let mut frames = Vec::with_capacity(grefs.len());
+    for &gref in grefs {
+        // On a refusal, dropping `release` unpins the grants pinned so far.
+        let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), gref, ldom, readonly, true)
+            .map_err(|status| GrantError::Map { domid, gref, status })?;
+        release.grefs.push(gref);
+        frames.push(frame);
+    }
+    let (prot, raw) = match access {
+        Access::ReadOnly => (ProtFlags::PROT_READ, libc::PROT_READ),
+        Access::ReadWrite => (ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, libc::PROT_READ | libc::PROT_WRITE),
+    };
+    let mapped = match access {
+        Access::ReadOnly => dom.mem_file_read_only().and_then(|file| FixedPages::map(&file, &frames, prot)),
+        Access::ReadWrite => FixedPages::map(dom.mem_file(), &frames, prot),
+    };
+    let region = mapped.and_then(|pages| {
+        let region = pages.region(raw);
+        release.pages = Some(pages);
+        region
+    });
+    match region {
+        Ok(region) => Ok(GrantMapping::new_many(region, domid, grefs.to_vec(), access, Box::new(release))),
+        Err(source) => Err(GrantError::Mmap { domid, gref: first, source }),
     }
 }
 

@@ -37,6 +37,58 @@ pub(super) struct GntdevMapGrantRef {
     pub refs: [GntdevGrantRef; 1],
 }
 
+/// `struct ioctl_gntdev_map_grant_ref` with `count` refs, for
+/// [`GrantOps::map_many`](crate::GrantOps::map_many): the C struct's flexible array really
+/// holds `count` entries after the 16-byte header. Kept in `u64` words so the buffer has the
+/// struct's 8-byte alignment; filled and read with byte-exact native-endian writes at the
+/// offsets asserted below, so no `unsafe` is needed to build it.
+#[derive(Debug)]
+pub(super) struct GntdevMapGrantRefs {
+    words: Vec<u64>,
+}
+
+impl GntdevMapGrantRefs {
+    /// Words before the first ref: `count`, `pad`, `index`.
+    #[cfg(test)]
+    const HEADER_WORDS: usize = offset_of!(GntdevMapGrantRef, refs) / size_of::<u64>();
+
+    /// A request for `refs` (at least one, so the buffer is never shorter than the struct).
+    pub fn new(domid: u32, refs: &[u32]) -> Self {
+        debug_assert!(!refs.is_empty());
+        let pair = |lo: u32, hi: u32| {
+            let (lo, hi) = (lo.to_ne_bytes(), hi.to_ne_bytes());
+            u64::from_ne_bytes([lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]])
+        };
+        // `count` then `pad`; then `index` (written by the kernel); then `{domid, gref}` each.
+        let count = u32::try_from(refs.len()).unwrap_or(u32::MAX);
+        let mut words = vec![pair(count, 0), 0];
+        words.extend(refs.iter().map(|&gref| pair(domid, gref)));
+        Self { words }
+    }
+
+    /// The request as the ioctl takes it: 8-byte aligned, `16 + 8 * count` bytes.
+    pub fn as_mut_ptr(&mut self) -> *mut GntdevMapGrantRef {
+        self.words.as_mut_ptr().cast()
+    }
+
+    /// `index`, the mmap offset the kernel wrote.
+    pub fn index(&self) -> u64 {
+        self.words[offset_of!(GntdevMapGrantRef, index) / size_of::<u64>()]
+    }
+
+    /// Number of refs.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.words.len() - Self::HEADER_WORDS
+    }
+
+    /// The bytes handed to the kernel.
+    #[cfg(test)]
+    pub fn bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+}
+
 /// `struct ioctl_gntdev_unmap_grant_ref`.
 #[repr(C)]
 #[derive(Debug)]
@@ -257,6 +309,9 @@ const _: () = assert!(offset_of!(GntdevMapGrantRef, pad) == 4);
 const _: () = assert!(offset_of!(GntdevMapGrantRef, index) == 8);
 const _: () = assert!(offset_of!(GntdevMapGrantRef, refs) == 16);
 const _: () = assert!(offset_of!(GntdevGrantRef, gref) == 4);
+// `GntdevMapGrantRefs` packs the header in two words and each ref in one.
+const _: () = assert!(offset_of!(GntdevMapGrantRef, refs) % 8 == 0 && size_of::<GntdevGrantRef>() == 8);
+const _: () = assert!(std::mem::align_of::<GntdevMapGrantRef>() <= std::mem::align_of::<u64>());
 const _: () = assert!(size_of::<GntdevUnmapGrantRef>() == 16);
 const _: () = assert!(offset_of!(GntdevUnmapGrantRef, count) == 8);
 const _: () = assert!(size_of::<GntdevCopyForeign>() == 8);
@@ -291,6 +346,29 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The variable-length map request: `count`, `pad`, `index` at 0, 4, 8; ref `i` at
+    /// `16 + 8 * i`, its `domid` then its `gref` (as gcc lays out `struct
+    /// ioctl_gntdev_map_grant_ref` followed by `count` `struct ioctl_gntdev_grant_ref`).
+    #[test]
+    fn map_many_request_layout() {
+        let mut req = GntdevMapGrantRefs::new(7, &[0x11, 0x2233, 0x4455_6677]);
+        assert_eq!(req.count(), 3);
+        let bytes = req.bytes();
+        assert_eq!(bytes.len(), 16 + 3 * 8);
+        let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!((u32_at(0), u32_at(4)), (3, 0), "count, pad");
+        assert_eq!(u64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 0, "index starts at zero");
+        for (i, gref) in [0x11, 0x2233, 0x4455_6677].into_iter().enumerate() {
+            assert_eq!((u32_at(16 + 8 * i), u32_at(20 + 8 * i)), (7, gref), "ref {i}");
+        }
+        let ptr = req.as_mut_ptr();
+        assert!(ptr.is_aligned(), "the header's u64 index is aligned");
+        // The kernel writes `index` at offset 8.
+        req.words[1] = 0x1_0000;
+        assert_eq!(req.index(), 0x1_0000);
+        assert_eq!(GntdevMapGrantRefs::new(1, &[5]).bytes().len(), size_of::<GntdevMapGrantRef>());
+    }
 
     /// The request numbers gcc computes from `/usr/include/xen/sys/*.h` (libxen-dev 4.17)
     /// on x86_64; arm64 uses the same generic `_IOC` encoding. Four of them are also

@@ -1,4 +1,5 @@
-//! [`GrantOps`](crate::GrantOps) over `/dev/xen/gntdev`: map one grant, batched grant copy.
+//! [`GrantOps`](crate::GrantOps) over `/dev/xen/gntdev`: map one grant or several at once,
+//! batched grant copy.
 
 use super::abi::{self, GntdevCopyForeign, GntdevCopyPtr, GntdevGrantCopy, GntdevGrantCopySegment, GntdevGrantRef};
 use super::device::Device;
@@ -70,7 +71,7 @@ pub(super) fn map(dev: &Device, domid: DomId, gref: GrantRef, access: Access) ->
         return Err(GrantError::Hypervisor { context: format!("adding grant {gref} of domain {domid}"), source });
     }
     let index = op.index;
-    let mut release = UnmapGrantRef { dev: dev.clone(), index, domid, gref };
+    let mut release = UnmapGrantRef { dev: dev.clone(), index, count: 1, domid, gref };
     let prot = match access {
         // gntdev maps with GNTMAP_readonly exactly when the VMA is not writable.
         Access::ReadOnly => libc::PROT_READ,
@@ -88,24 +89,75 @@ pub(super) fn map(dev: &Device, domid: DomId, gref: GrantRef, access: Access) ->
     }
 }
 
-/// Removes a map entry once its page is unmapped (the order [`GrantMapping`] guarantees;
-/// gntdev unmaps the grant when both the VMA and the entry are gone).
+/// `GrantOps::map_many`: one map entry for every grant (one ioctl), then one mapping of
+/// all its pages. gntdev maps every grant of the entry at `mmap` time and fails the whole
+/// `mmap` (`EINVAL`) if Xen refuses any of them; the error names the first gref.
+pub(super) fn map_many(
+    dev: &Device,
+    domid: DomId,
+    grefs: &[GrantRef],
+    access: Access,
+) -> Result<GrantMapping, GrantError> {
+    let Some(&first) = grefs.first() else {
+        // gntdev's own answer to `count == 0`.
+        let source = GntdevError::MapGrantRef { path: dev.path.to_path_buf(), errno: Errno::EINVAL }.into_io();
+        return Err(GrantError::Hypervisor { context: format!("mapping no grants of domain {domid}"), source });
+    };
+    let too_many = || {
+        let source = GntdevError::MapGrantRef { path: dev.path.to_path_buf(), errno: Errno::E2BIG }.into_io();
+        GrantError::Hypervisor { context: format!("mapping {} grants of domain {domid}", grefs.len()), source }
+    };
+    let count = u32::try_from(grefs.len()).map_err(|_| too_many())?;
+    let len = grefs.len().checked_mul(PAGE_SIZE).ok_or_else(too_many)?;
+    let mut op = abi::GntdevMapGrantRefs::new(domid.into(), grefs);
+    // SAFETY: `op` is an 8-byte aligned map request whose header says `count` and which
+    // holds exactly `count` refs after it, so the kernel reads and writes only within it;
+    // the file is an open device.
+    let added = unsafe { abi::gntdev_map_grant_ref(dev.file.as_raw_fd(), op.as_mut_ptr()) };
+    if let Err(errno) = added {
+        let source = GntdevError::MapGrantRef { path: dev.path.to_path_buf(), errno }.into_io();
+        let context = format!("adding {count} grants of domain {domid} (first {first})");
+        return Err(GrantError::Hypervisor { context, source });
+    }
+    let index = op.index();
+    let mut release = UnmapGrantRef { dev: dev.clone(), index, count, domid, gref: first };
+    let prot = match access {
+        Access::ReadOnly => libc::PROT_READ,
+        Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+    };
+    match dev.mmap(index, len, prot) {
+        Ok(region) => Ok(GrantMapping::new_many(region, domid, grefs.to_vec(), access, Box::new(release))),
+        Err(errno) => {
+            tracing::debug!(domid, first, count, ?access, %errno, "grant map of several pages refused");
+            release.unmap();
+            let source = GntdevError::Mmap { path: dev.path.to_path_buf(), index, errno }.into_io();
+            Err(GrantError::Mmap { domid, gref: first, source })
+        }
+    }
+}
+
+/// Removes a map entry once its pages are unmapped (the order [`GrantMapping`] guarantees;
+/// gntdev unmaps the grants when both the VMA and the entry are gone).
 #[derive(Debug)]
 struct UnmapGrantRef {
     dev: Device,
     index: u64,
+    /// Grants in the entry.
+    count: u32,
     domid: DomId,
+    /// The (first) grant, for messages.
     gref: GrantRef,
 }
 
 impl Unmap for UnmapGrantRef {
     fn unmap(&mut self) {
-        let op = abi::GntdevUnmapGrantRef { index: self.index, count: 1, pad: 0 };
+        let op = abi::GntdevUnmapGrantRef { index: self.index, count: self.count, pad: 0 };
         // SAFETY: `op` is a valid unmap request that the kernel only reads; the file is open
         // for as long as `self.dev` lives.
         if let Err(errno) = unsafe { abi::gntdev_unmap_grant_ref(self.dev.file.as_raw_fd(), &op) } {
             tracing::warn!(
-                path = %self.dev.path(), index = self.index, domid = self.domid, gref = self.gref, %errno,
+                path = %self.dev.path(), index = self.index, count = self.count, domid = self.domid,
+                gref = self.gref, %errno,
                 "IOCTL_GNTDEV_UNMAP_GRANT_REF failed: the grant stays mapped until gntdev is closed"
             );
         }

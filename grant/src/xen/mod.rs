@@ -10,6 +10,9 @@
 //!   offset `index`; `mmap(4096, PROT_READ[|PROT_WRITE], MAP_SHARED, gntdev, index)` is
 //!   where Xen maps the grant (`GNTMAP_readonly` when the mapping is not writable). Drop:
 //!   `munmap`, then `IOCTL_GNTDEV_UNMAP_GRANT_REF {index, count: 1}`.
+//! * [`GrantOps::map_many`]: the same with `count = n` refs in one variable-length request
+//!   (built in a `u64` buffer, so the header's `index` is aligned), one `mmap` of `n`
+//!   pages; drop: `munmap` of the `n` pages, one `IOCTL_GNTDEV_UNMAP_GRANT_REF {index, count: n}`.
 //! * [`GrantOps::copy`]: one gntdev `IOCTL_GNTDEV_GRANT_COPY` over the batch; local ends
 //!   are `virt` pointers, grant ends carry `GNTCOPY_source_gref`/`GNTCOPY_dest_gref`; each
 //!   segment's `status` is read back as a [`GrantStatus`](crate::GrantStatus). gntdev fails
@@ -111,6 +114,10 @@ impl XenHost {
 impl GrantOps for XenHost {
     fn map(&self, domid: DomId, gref: GrantRef, access: Access) -> Result<GrantMapping, GrantError> {
         gntdev::map(&self.gntdev, domid, gref, access)
+    }
+
+    fn map_many(&self, domid: DomId, grefs: &[GrantRef], access: Access) -> Result<GrantMapping, GrantError> {
+        gntdev::map_many(&self.gntdev, domid, grefs, access)
     }
 
     fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), GrantError> {

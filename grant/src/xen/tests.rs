@@ -126,6 +126,21 @@ fn map_failure_carries_the_ioctl_errno_and_path() {
 }
 
 #[test]
+fn map_many_failure_carries_the_ioctl_errno_and_an_empty_list_is_refused() {
+    let (dir, host) = null_host();
+    let Err(GrantError::Hypervisor { context, source }) = host.map_many(5, &[77, 78, 79], Access::ReadOnly) else {
+        panic!("map_many on /dev/null succeeded or failed otherwise")
+    };
+    assert_eq!(context, "adding 3 grants of domain 5 (first 77)");
+    let GntdevError::MapGrantRef { path, errno } = inner::<GntdevError>(&source) else { panic!("{source:?}") };
+    assert_eq!((path.display().to_string(), *errno), (dir.path("gntdev"), Errno::ENOTTY));
+    let Err(GrantError::Hypervisor { source, .. }) = host.map_many(5, &[], Access::ReadOnly) else {
+        panic!("an empty map_many succeeded or failed otherwise")
+    };
+    assert_eq!(inner::<GntdevError>(&source).errno(), Errno::EINVAL);
+}
+
+#[test]
 fn copy_settles_refused_and_local_segments_without_the_kernel() {
     let (_dir, host) = null_host();
     let mut src = *b"0123456789abcdef";

@@ -5,6 +5,8 @@
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
+use vm_memory::VolatileSlice;
+
 use crate::frame::Frame;
 use crate::port::{PortStats, TransmitOutcome, Uplink};
 use crate::switch::SwitchPort;
@@ -75,6 +77,20 @@ impl Uplink for VifUplink {
         match self {
             VifUplink::Switch(p) => p.transmit_batch(frames),
             VifUplink::Tap(p) => p.transmit_batch(frames),
+        }
+    }
+
+    fn gathers(&self) -> bool {
+        match self {
+            VifUplink::Switch(p) => p.gathers(),
+            VifUplink::Tap(p) => p.gathers(),
+        }
+    }
+
+    fn transmit_gather(&self, head: Frame, rest: &[VolatileSlice<'_>]) -> TransmitOutcome {
+        match self {
+            VifUplink::Switch(p) => p.transmit_gather(head, rest),
+            VifUplink::Tap(p) => p.transmit_gather(head, rest),
         }
     }
 

@@ -64,6 +64,14 @@ fn be16(b: &[u8], at: usize) -> Result<u16, OffloadError> {
 /// Parses Ethernet (with at most one 802.1Q tag) and the IP header(s). IPv4 fragments and
 /// IPv6 fragment headers are rejected: one fragment cannot be checksummed or segmented.
 pub(super) fn parse(frame: &[u8]) -> Result<Layout, OffloadError> {
+    parse_head(frame, frame.len())
+}
+
+/// As [`parse`], for the first `head.len()` bytes of a frame of `frame_len` bytes: the IP
+/// length is checked against `frame_len`, and every header byte read must lie in `head`.
+/// The returned layout keeps the module invariant with `frame_len` in place of
+/// `frame.len()`: its `end` may lie beyond `head`, so only headers may be read through it.
+pub(super) fn parse_head(frame: &[u8], frame_len: usize) -> Result<Layout, OffloadError> {
     let mut l3 = ETH_HLEN;
     let mut ethertype = be16(frame, 12)?;
     if ethertype == ETHERTYPE_VLAN {
@@ -74,13 +82,13 @@ pub(super) fn parse(frame: &[u8]) -> Result<Layout, OffloadError> {
         }
     }
     match ethertype {
-        ETHERTYPE_IPV4 => parse_ipv4(frame, l3),
-        ETHERTYPE_IPV6 => parse_ipv6(frame, l3),
+        ETHERTYPE_IPV4 => parse_ipv4(frame, l3, frame_len),
+        ETHERTYPE_IPV6 => parse_ipv6(frame, l3, frame_len),
         _ => Err(OffloadError::Parse("not IPv4 or IPv6")),
     }
 }
 
-fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Layout, OffloadError> {
+fn parse_ipv4(frame: &[u8], l3: usize, frame_len: usize) -> Result<Layout, OffloadError> {
     let ip = frame.get(l3..l3 + 20).ok_or(OffloadError::Parse("IPv4 header truncated"))?;
     if ip[0] >> 4 != 4 {
         return Err(OffloadError::Parse("IPv4 version field is not 4"));
@@ -94,7 +102,7 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Layout, OffloadError> {
         return Err(OffloadError::Parse("IPv4 total length below the header length"));
     }
     let end = l3 + total;
-    if end > frame.len() {
+    if end > frame_len {
         return Err(OffloadError::Parse("IPv4 total length exceeds the frame"));
     }
     // More-fragments flag or a non-zero fragment offset.
@@ -104,7 +112,7 @@ fn parse_ipv4(frame: &[u8], l3: usize) -> Result<Layout, OffloadError> {
     Ok(Layout { version: IpVersion::V4, l3, l4: l3 + ihl, end, proto: ip[9] })
 }
 
-fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Layout, OffloadError> {
+fn parse_ipv6(frame: &[u8], l3: usize, frame_len: usize) -> Result<Layout, OffloadError> {
     let ip = frame.get(l3..l3 + 40).ok_or(OffloadError::Parse("IPv6 header truncated"))?;
     if ip[0] >> 4 != 6 {
         return Err(OffloadError::Parse("IPv6 version field is not 6"));
@@ -115,7 +123,7 @@ fn parse_ipv6(frame: &[u8], l3: usize) -> Result<Layout, OffloadError> {
         return Err(OffloadError::Parse("IPv6 payload length is zero"));
     }
     let end = l3 + 40 + payload;
-    if end > frame.len() {
+    if end > frame_len {
         return Err(OffloadError::Parse("IPv6 payload length exceeds the frame"));
     }
     let mut next = ip[6];

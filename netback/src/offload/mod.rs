@@ -91,11 +91,52 @@ pub struct L4Header {
 /// protocols give [`OffloadError::UnsupportedProtocol`].
 pub fn locate_l4(frame: &[u8]) -> Result<L4Header, OffloadError> {
     let layout = headers::parse(frame)?;
-    let csum_at = headers::checksum_offset(frame, &layout)?;
+    locate(frame, &layout)
+}
+
+/// As [`locate_l4`], for a frame of `frame_len` bytes of which only the first `head.len()`
+/// are at hand (the rest still in the sender's memory): the IP length is checked against
+/// `frame_len`, and the Ethernet, IP and TCP/UDP headers must all lie within `head`
+/// (otherwise [`OffloadError::Parse`]; the caller then needs the whole frame).
+pub fn locate_l4_in_head(head: &[u8], frame_len: usize) -> Result<L4Header, OffloadError> {
+    if head.len() > frame_len {
+        return Err(OffloadError::Parse("head longer than the frame"));
+    }
+    let layout = headers::parse_head(head, frame_len)?;
+    // The L4 header checks below read up to its fixed part; it must be in the head.
+    let fixed = match layout.proto {
+        PROTO_TCP => headers::TCP_MIN_HLEN,
+        PROTO_UDP => headers::UDP_HLEN,
+        p => return Err(OffloadError::UnsupportedProtocol(p)),
+    };
+    if layout.l4_len() >= fixed && head.len() < layout.l4 + fixed {
+        return Err(OffloadError::Parse("L4 header beyond the head"));
+    }
+    let l4 = locate(head, &layout)?;
+    if l4.start + l4.len > head.len() {
+        return Err(OffloadError::Parse("L4 header beyond the head"));
+    }
+    Ok(l4)
+}
+
+/// The L4 header of a parsed frame (whose L4 header, if the datagram holds it, is in `frame`).
+fn locate(frame: &[u8], layout: &headers::Layout) -> Result<L4Header, OffloadError> {
+    let csum_at = headers::checksum_offset(frame, layout)?;
     let tcp = layout.proto == PROTO_TCP;
-    let len = if tcp { headers::tcp_header_len(frame, &layout)? } else { headers::UDP_HLEN };
+    let len = if tcp { headers::tcp_header_len(frame, layout)? } else { headers::UDP_HLEN };
     let ipv6 = layout.version == IpVersion::V6;
     Ok(L4Header { start: layout.l4, csum_offset: csum_at - layout.l4, len, tcp, ipv6 })
+}
+
+/// As [`set_partial_checksum`], for a frame of `frame_len` bytes of which `head` holds the
+/// first bytes, every header among them ([`locate_l4_in_head`]); only `head` is written.
+pub fn set_partial_checksum_in_head(head: &mut [u8], frame_len: usize) -> Result<(), OffloadError> {
+    let l4 = locate_l4_in_head(head, frame_len)?;
+    let layout = headers::parse_head(head, frame_len)?;
+    let partial = checksum::fold(checksum::pseudo_header(head, &layout, layout.l4_len()));
+    let at = l4.start + l4.csum_offset;
+    head[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+    Ok(())
 }
 
 /// Writes the *partial* checksum of a TCP or UDP frame into its checksum field: the folded

@@ -1,7 +1,8 @@
 //! [`Tap`]: one TAP device from `/dev/net/tun`, created with a `virtio_net_hdr_v1` before
 //! every frame and checksum/TSO offload on. The only file of the crate with `unsafe`: each
-//! block is one ioctl (or a zeroed `ifreq`), and every buffer handed to the kernel is a
-//! live, correctly typed local.
+//! block is one ioctl (or a zeroed `ifreq`), or the `writev(2)` of a frame whose pieces
+//! lie in guest memory; every buffer handed to the kernel is a live, correctly typed local
+//! or a borrowed `VolatileSlice`.
 //!
 //! The device is not persistent: it exists while the file descriptor is open, so it
 //! disappears (and leaves any bridge) when the [`Tap`] is dropped.
@@ -12,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+use vm_memory::VolatileSlice;
 
 use super::TapError;
 use super::vnet::VNET_HDR_LEN;
@@ -143,6 +145,32 @@ impl Tap {
     /// whole or not at all (`EAGAIN` when its socket buffer is full).
     pub(super) fn write_frame(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
         (&self.file).write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
+    }
+
+    /// Writes one frame given in pieces: `hdr`, then `head`, then every slice of `rest`
+    /// (guest memory), in one `writev(2)`. The kernel copies the bytes during the call; no
+    /// Rust reference to the volatile memory is ever made.
+    pub(super) fn write_gather(
+        &self,
+        hdr: &[u8; VNET_HDR_LEN],
+        head: &[u8],
+        rest: &[VolatileSlice<'_>],
+    ) -> io::Result<usize> {
+        let iovec = |ptr: *const u8, len: usize| libc::iovec { iov_base: ptr.cast_mut().cast(), iov_len: len };
+        // Keeps every slice's pointer guard alive until the call returned.
+        let guards: Vec<_> = rest.iter().map(|s| s.ptr_guard()).collect();
+        let mut iov = Vec::with_capacity(2 + rest.len());
+        iov.push(iovec(hdr.as_ptr(), hdr.len()));
+        iov.push(iovec(head.as_ptr(), head.len()));
+        iov.extend(guards.iter().zip(rest).map(|(guard, slice)| iovec(guard.as_ptr(), slice.len())));
+        let count = libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: every iovec describes live memory of its length that the kernel only
+        // reads: `hdr` and `head` are borrowed for the call, and each slice of `rest` is a
+        // `VolatileSlice` borrowed for the call with its pointer guard held in `guards`.
+        let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), count) };
+        let written = usize::try_from(n).map_err(|_| io::Error::last_os_error());
+        drop(guards);
+        written
     }
 
     /// Reads one frame, vnet header first, into `buf`; `EAGAIN` when none waits.

@@ -6,11 +6,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use vm_memory::VolatileSlice;
+
 use super::Tap;
 use super::vnet::{self, VNET_HDR_LEN, VnetError, VnetHeader};
 use crate::frame::{ETH_HLEN, Frame};
 use crate::offload;
-use crate::port::{DropReason, PortStats, TransmitOutcome, Uplink};
+use crate::port::{self, DropReason, PortStats, TransmitOutcome, Uplink};
 
 /// The largest frame read: what netif can carry (its sizes are 16-bit). The kernel keeps
 /// what it sends a TAP below it (MTU at most 65521, GSO frames below `gso_max_size` 64 KiB
@@ -74,6 +76,14 @@ pub struct TapStats {
     /// GSO frames that came without a blank checksum: their checksum field was rewritten to
     /// the partial sum before sending (Linux netback's `rx_gso_checksum_fixup`).
     pub tx_gso_checksum_fixups: u64,
+    /// Frames written from a private head and the guest's mapped pages in one `writev`
+    /// ([`Uplink::transmit_gather`]), without joining them.
+    #[serde(default)]
+    pub tx_gathered: u64,
+    /// Frames handed over in pieces that had to be joined first: their offload needs headers
+    /// that do not all lie in the head.
+    #[serde(default)]
+    pub tx_gather_joined: u64,
     /// Frames read whose vnet header does not translate (UDP GSO, checksum elsewhere, …).
     pub rx_dropped_offload: u64,
     /// Frames read that were longer than netif can carry (65535 bytes).
@@ -93,6 +103,8 @@ struct Counters {
     tx_dropped_offload: AtomicU64,
     tx_errors: AtomicU64,
     tx_gso_checksum_fixups: AtomicU64,
+    tx_gathered: AtomicU64,
+    tx_gather_joined: AtomicU64,
     rx_dropped_offload: AtomicU64,
     rx_dropped_oversize: AtomicU64,
     rx_errors: AtomicU64,
@@ -134,23 +146,74 @@ impl TapPort {
             tx_dropped_offload: get(&c.tx_dropped_offload),
             tx_errors: get(&c.tx_errors),
             tx_gso_checksum_fixups: get(&c.tx_gso_checksum_fixups),
+            tx_gathered: get(&c.tx_gathered),
+            tx_gather_joined: get(&c.tx_gather_joined),
             rx_dropped_offload: get(&c.rx_dropped_offload),
             rx_dropped_oversize: get(&c.rx_dropped_oversize),
             rx_errors: get(&c.rx_errors),
         }
     }
 
-    /// The vnet header for `frame`, after making a GSO frame's checksum blank if it was not.
-    fn prepare(&self, frame: &mut Frame) -> Result<VnetHeader, VnetError> {
-        let mut offload = *frame.offload();
+    /// The vnet header for a frame of `len` bytes whose first bytes (all of them, or at least
+    /// every header) are `head`, after making a GSO frame's checksum blank if it was not.
+    /// Reads and writes `head` only.
+    fn prepare(&self, head: &mut Frame, len: usize) -> Result<VnetHeader, VnetError> {
+        let mut offload = *head.offload();
         if offload.gso.is_some() && !offload.csum_blank {
             // A GSO frame must be CHECKSUM_PARTIAL: the kernel derives every segment's
             // checksum from the partial sum in the field.
-            offload::set_partial_checksum(frame.data_mut()).map_err(VnetError::Headers)?;
+            offload::set_partial_checksum_in_head(head.data_mut(), len).map_err(VnetError::Headers)?;
             offload.csum_blank = true;
             add(&self.counters.tx_gso_checksum_fixups, 1);
         }
-        vnet::encode(&offload, frame.data())
+        vnet::encode_head(&offload, head.data(), len)
+    }
+
+    /// Counts a frame of `len` bytes and prepares its vnet header from `head`; `Err` is the
+    /// outcome of a frame refused (counted).
+    fn admit(&self, head: &mut Frame, len: usize) -> Result<VnetHeader, TransmitOutcome> {
+        let c = &self.counters;
+        add(&c.tx_frames, 1);
+        add(&c.tx_bytes, len);
+        if len < ETH_HLEN {
+            add(&c.dropped_runt, 1);
+            return Err(TransmitOutcome::Dropped(DropReason::Runt));
+        }
+        self.prepare(head, len).map_err(|error| {
+            let n = add(&c.tx_dropped_offload, 1);
+            if worth_logging(n) {
+                tracing::warn!(tap = self.tap.name(), offload = ?head.offload(), %error, dropped = n,
+                    "frame with untranslatable offload not sent to the TAP");
+            }
+            // The closest reason the trait has: the frame cannot be queued.
+            TransmitOutcome::Dropped(DropReason::QueueFull)
+        })
+    }
+
+    /// The outcome of writing a `len`-byte frame with `hdr`, as the write returned.
+    fn written(&self, hdr: &VnetHeader, len: usize, result: io::Result<usize>) -> TransmitOutcome {
+        let c = &self.counters;
+        match result {
+            Ok(n) if n == VNET_HDR_LEN + len => TransmitOutcome::Sent,
+            Ok(n) => {
+                // A TAP takes a frame whole; anything else is the kernel refusing it.
+                let errors = add(&c.tx_errors, 1);
+                tracing::warn!(tap = self.tap.name(), written = n, len, errors, "short write to the TAP");
+                TransmitOutcome::Dropped(DropReason::QueueFull)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                add(&c.tx_dropped_full, 1);
+                TransmitOutcome::Dropped(DropReason::QueueFull)
+            }
+            Err(error) => {
+                let n = add(&c.tx_errors, 1);
+                if worth_logging(n) {
+                    tracing::warn!(tap = self.tap.name(), ?hdr, len, %error, errors = n,
+                        "writing a frame to the TAP failed");
+                }
+                TransmitOutcome::Dropped(DropReason::QueueFull)
+            }
+        }
     }
 
     /// Reads and translates one frame; `Ok(None)` for a frame read and dropped (counted).
@@ -213,45 +276,40 @@ impl TapPort {
 
 impl Uplink for TapPort {
     fn transmit(&self, mut frame: Frame) -> TransmitOutcome {
-        let c = &self.counters;
-        add(&c.tx_frames, 1);
-        add(&c.tx_bytes, frame.len());
-        if frame.len() < ETH_HLEN {
-            add(&c.dropped_runt, 1);
-            return TransmitOutcome::Dropped(DropReason::Runt);
+        let len = frame.len();
+        match self.admit(&mut frame, len) {
+            Ok(hdr) => self.written(&hdr, len, self.tap.write_frame(&hdr.to_bytes(), frame.data())),
+            Err(outcome) => outcome,
         }
-        let hdr = match self.prepare(&mut frame) {
-            Ok(hdr) => hdr,
-            Err(error) => {
-                let n = add(&c.tx_dropped_offload, 1);
-                if worth_logging(n) {
-                    tracing::warn!(tap = self.tap.name(), offload = ?frame.offload(), %error, dropped = n,
-                        "frame with untranslatable offload not sent to the TAP");
-                }
-                // The closest reason the trait has: the frame cannot be queued.
-                return TransmitOutcome::Dropped(DropReason::QueueFull);
+    }
+
+    fn gathers(&self) -> bool {
+        true
+    }
+
+    /// One `writev` of the vnet header, `head` and `rest`; the offload is prepared from
+    /// (and its checksum fix-up written into) `head` alone. A frame whose offload needs
+    /// headers beyond `head` is joined and sent as by [`Uplink::transmit`].
+    fn transmit_gather(&self, mut head: Frame, rest: &[VolatileSlice<'_>]) -> TransmitOutcome {
+        let len = head.len() + rest.iter().map(|s| s.len()).sum::<usize>();
+        let offload = *head.offload();
+        let needs_headers = offload.csum_blank || offload.gso.is_some();
+        if rest.is_empty()
+            || head.len() < ETH_HLEN
+            || needs_headers && offload::locate_l4_in_head(head.data(), len).is_err()
+        {
+            if !rest.is_empty() {
+                add(&self.counters.tx_gather_joined, 1);
             }
-        };
-        match self.tap.write_frame(&hdr.to_bytes(), frame.data()) {
-            Ok(n) if n == VNET_HDR_LEN + frame.len() => TransmitOutcome::Sent,
-            Ok(n) => {
-                // A TAP takes a frame whole; anything else is the kernel refusing it.
-                let errors = add(&c.tx_errors, 1);
-                tracing::warn!(tap = self.tap.name(), written = n, len = frame.len(), errors, "short write to the TAP");
-                TransmitOutcome::Dropped(DropReason::QueueFull)
+            port::append(&mut head, rest);
+            return self.transmit(head);
+        }
+        match self.admit(&mut head, len) {
+            Ok(hdr) => {
+                add(&self.counters.tx_gathered, 1);
+                self.written(&hdr, len, self.tap.write_gather(&hdr.to_bytes(), head.data(), rest))
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                add(&c.tx_dropped_full, 1);
-                TransmitOutcome::Dropped(DropReason::QueueFull)
-            }
-            Err(error) => {
-                let n = add(&c.tx_errors, 1);
-                if worth_logging(n) {
-                    tracing::warn!(tap = self.tap.name(), ?hdr, len = frame.len(), %error, errors = n,
-                        "writing a frame to the TAP failed");
-                }
-                TransmitOutcome::Dropped(DropReason::QueueFull)
-            }
+            Err(outcome) => outcome,
         }
     }
 

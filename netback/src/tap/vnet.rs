@@ -160,6 +160,12 @@ pub enum VnetError {
 /// port first rewrites the field with [`offload::set_partial_checksum`], as Linux netback's
 /// `checksum_setup` does).
 pub fn encode(offload: &Offload, frame: &[u8]) -> Result<VnetHeader, VnetError> {
+    encode_head(offload, frame, frame.len())
+}
+
+/// As [`encode`], for a frame of `frame_len` bytes of which `head` holds the first ones,
+/// all of its headers among them ([`offload::locate_l4_in_head`]).
+pub fn encode_head(offload: &Offload, head: &[u8], frame_len: usize) -> Result<VnetHeader, VnetError> {
     let mut hdr = VnetHeader::default();
     if offload.data_validated {
         hdr.flags |= F_DATA_VALID;
@@ -167,7 +173,7 @@ pub fn encode(offload: &Offload, frame: &[u8]) -> Result<VnetHeader, VnetError> 
     if !offload.csum_blank && offload.gso.is_none() {
         return Ok(hdr);
     }
-    let l4 = offload::locate_l4(frame).map_err(VnetError::Headers)?;
+    let l4 = offload::locate_l4_in_head(head, frame_len).map_err(VnetError::Headers)?;
     let field = |v: usize| u16::try_from(v).map_err(|_| VnetError::HeadersTooLong(v));
     hdr.flags |= F_NEEDS_CSUM;
     hdr.csum_start = field(l4.start)?;

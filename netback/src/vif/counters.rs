@@ -88,6 +88,17 @@ counters! {
     copy_batches,
     /// Grant-copy segments in those batches.
     copy_segments,
+    /// TX frames sent from a copied head and the guest's mapped pages (`tx-map-min`).
+    tx_mapped_frames,
+    /// Bytes of those frames that were mapped rather than copied.
+    tx_mapped_bytes,
+    /// `map_many` calls of the TX path (one per drain, plus one per frame after a refusal).
+    map_calls,
+    /// Pages mapped by those calls.
+    map_pages,
+    /// TX frames that were to be mapped but were copied instead because mapping their pages
+    /// failed (a bad grant then fails its copy too, and counts in `tx_dropped_copy_failed`).
+    tx_map_fallbacks,
 }
 
 impl VifCounters {

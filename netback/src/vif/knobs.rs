@@ -12,7 +12,8 @@
 //! as soon as the worker runs out of work it pushes and notifies at once, so a lone ping
 //! waits for nothing; no busy polling; an MTU of 65521, the most a netif frame can carry
 //! (frames up to 65535 bytes, scatter-gather), so only the protocol limits a frame until a
-//! study sets 1500 or 9000.
+//! study sets 1500 or 9000; every TX frame copied (`tx_map_min` 0) until measurements on
+//! real Xen choose a threshold for mapping.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -23,6 +24,9 @@ pub const RING_SIZE: u32 = netif::TxRing::SIZE;
 
 /// Largest MTU accepted (a frame must fit one 4 KiB page without GSO).
 pub const MAX_MTU: u32 = 65535 - 14;
+
+/// Longest frame a guest can send (netif sizes are 16-bit).
+pub const MAX_FRAME_LEN: u32 = 65535;
 
 /// Longest time knob in µs (one second).
 pub const MAX_USECS: u32 = 1_000_000;
@@ -75,6 +79,12 @@ macro_rules! knobs {
         }
 
         impl KnobValues {
+            /// Every knob, as a change that names them all (for printing with
+            /// [`PartialKnobs::named`]).
+            pub fn all(&self) -> PartialKnobs {
+                PartialKnobs { $($name: Some(self.$name),)* }
+            }
+
             /// `self` with the knobs `change` names replaced.
             pub fn with(mut self, change: &PartialKnobs) -> Self {
                 $(if let Some(v) = change.$name { self.$name = v; })*
@@ -138,6 +148,9 @@ macro_rules! kebab {
     (mtu) => {
         "mtu"
     };
+    (tx_map_min) => {
+        "tx-map-min"
+    };
 }
 
 knobs! {
@@ -160,6 +173,10 @@ knobs! {
     /// Largest IP packet accepted from the guest without GSO: frames longer than
     /// `mtu + 14` are dropped (counted as `tx_dropped_mtu`).
     mtu = 65521;
+    /// TX frames of at least this many bytes are sent without copying their payload, when
+    /// the uplink gathers (a TAP): the first bytes (headers) are grant-copied, the guest's
+    /// other pages mapped read-only and written from there. 0 = always copy.
+    tx_map_min = 0;
 }
 
 /// An invalid knob value.
@@ -184,6 +201,9 @@ pub enum KnobError {
         /// Its value.
         value: u32,
     },
+    /// A `tx-map-min` beyond the longest frame.
+    #[error("tx-map-min = {0} exceeds the longest frame ({MAX_FRAME_LEN} bytes; 0 turns mapping off)")]
+    MapMin(u32),
     /// An MTU outside `68..=MAX_MTU`.
     #[error("mtu = {0} is outside 68..={MAX_MTU}")]
     Mtu(u32),
@@ -228,6 +248,9 @@ impl KnobValues {
         }
         if !(68..=MAX_MTU).contains(&self.mtu) {
             return Err(KnobError::Mtu(self.mtu));
+        }
+        if self.tx_map_min > MAX_FRAME_LEN {
+            return Err(KnobError::MapMin(self.tx_map_min));
         }
         Ok(())
     }

@@ -6,6 +6,8 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use vm_memory::VolatileSlice;
+
 use super::VifCounters;
 use crate::frame::Frame;
 use crate::port::{DropReason, PortStats, TransmitOutcome, Uplink};
@@ -29,15 +31,37 @@ impl<U: Uplink> MtuGate<U> {
     }
 }
 
+impl<U: Uplink> MtuGate<U> {
+    /// Whether a frame of `len` bytes with `frame`'s offload passes; counts it if not.
+    fn admits(&self, frame: &Frame, len: usize) -> bool {
+        if len > self.max_len.load(Ordering::Relaxed) && frame.offload().gso.is_none() {
+            tracing::debug!(len, "TX frame beyond the MTU dropped");
+            VifCounters::add(&self.counters.batching.tx_dropped_mtu, 1);
+            return false;
+        }
+        true
+    }
+}
+
 impl<U: Uplink> Uplink for MtuGate<U> {
     fn transmit(&self, frame: Frame) -> TransmitOutcome {
-        if frame.len() > self.max_len.load(Ordering::Relaxed) && frame.offload().gso.is_none() {
-            tracing::debug!(len = frame.len(), "TX frame beyond the MTU dropped");
-            VifCounters::add(&self.counters.batching.tx_dropped_mtu, 1);
+        if !self.admits(&frame, frame.len()) {
             // The closest reason the uplink has: the frame cannot be queued anywhere.
             return TransmitOutcome::Dropped(DropReason::QueueFull);
         }
         self.inner.transmit(frame)
+    }
+
+    fn gathers(&self) -> bool {
+        self.inner.gathers()
+    }
+
+    fn transmit_gather(&self, head: Frame, rest: &[VolatileSlice<'_>]) -> TransmitOutcome {
+        let len = head.len() + rest.iter().map(|s| s.len()).sum::<usize>();
+        if !self.admits(&head, len) {
+            return TransmitOutcome::Dropped(DropReason::QueueFull);
+        }
+        self.inner.transmit_gather(head, rest)
     }
 
     fn transmit_batch(&self, frames: &mut Vec<Frame>) -> usize {

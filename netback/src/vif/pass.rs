@@ -43,7 +43,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     /// Drains TX, then RX, as `knobs` say.
     pub(super) fn pass(&mut self, knobs: &KnobValues) -> Result<Pass, DatapathError> {
         let copy = knobs.copy_batch.max(1);
-        let (tx_more, tx_done) = self.drain_tx(knobs.tx_drain_max.max(1), copy)?;
+        let (tx_more, tx_done) = self.drain_tx(knobs.tx_drain_max.max(1), copy, knobs.tx_map_min as usize)?;
         let (rx_more, rx_done) = self.drain_rx(u64::from(knobs.rx_drain_max.max(1)), copy)?;
         let batching = &self.counters.batching;
         batching.tx_drain.record(u64::from(tx_done));
@@ -51,9 +51,9 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         Ok(Pass { more: tx_more || rx_more, progress: tx_done > 0 || rx_done > 0, tx_consumed: tx_done > 0 })
     }
 
-    /// Up to `max` TX requests (a packet's chain may overshoot), `copy` frames per call.
-    /// Returns (more, requests consumed).
-    fn drain_tx(&mut self, max: u32, copy: u32) -> Result<(bool, u32), DatapathError> {
+    /// Up to `max` TX requests (a packet's chain may overshoot), `copy` frames per call,
+    /// frames of at least `map_min` bytes mapped (0: none). Returns (more, requests consumed).
+    fn drain_tx(&mut self, max: u32, copy: u32, map_min: usize) -> Result<(bool, u32), DatapathError> {
         let start = self.tx.req_cons();
         loop {
             let done = self.tx.req_cons().wrapping_sub(start);
@@ -68,6 +68,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 uplink: &self.uplink,
                 counters: &self.counters,
                 batch: copy.min(left) as usize,
+                map_min,
             };
             let more = self.tx_path.drain(&mut self.tx, &ctx)?;
             self.counters.batching.copy_batch.record(segments(&self.counters) - before.1);
