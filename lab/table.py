@@ -242,7 +242,8 @@ def main():
                f"iperf3 TCP {cfg.get('iperf_secs')} s, UDP {cfg.get('udp_secs')} s, "
                f"{cfg.get('ping_count')} pings at 10 ms, flood {cfg.get('flood_count')}; QEMU TCG, "
                f"{cfg.get('smp')} vCPUs, {cfg.get('mem')}; host load at start {cfg.get('host_load')}; "
-               f"{cfg.get('versions', '')} daemon: `{cfg.get('netback_bin')} --xen {cfg.get('netback_args')}`. "
+               f"{cfg.get('versions', '')} daemon: `{cfg.get('netback_bin')} --xen {cfg.get('netback_args')}`"
+               + (f", then `nbctl set {cfg['nbctl_set']}`" if cfg.get("nbctl_set") else "") + ". "
                "Numbers are min / median / max over the runs; TCG on a shared 2-core host is noisy: "
                "host CPU taken by other processes during the phase (cores): "
                + ", ".join(f"{p} {v}" for p, v in noise.items()) + ".")

@@ -263,6 +263,7 @@ FLOOD_COUNT=$FLOOD_COUNT
 PING_WAIT=$PING_WAIT
 NBTEST=$NBTEST
 PROFILE=$PROFILE
+NBCTL_SET='$NBCTL_SET'
 NBTEST_ARGS='$NBTEST_ARGS'
 NBTEST_TIMEOUT=$NBTEST_TIMEOUT
 NETBACK_ARGS='$NETBACK_ARGS'
@@ -271,7 +272,7 @@ EOF
     cat > "$SHARE/lab/config.json" <<EOF
 {"mode": "$MODE", "runs": $RUNS, "iperf_secs": $IPERF_SECS, "udp_secs": $UDP_SECS,
  "ping_count": $PING_COUNT, "flood_count": $FLOOD_COUNT, "nbtest": "$NBTEST",
- "nbtest_fatal": "$NBTEST_FATAL", "netback_args": "$NETBACK_ARGS",
+ "nbtest_fatal": "$NBTEST_FATAL", "netback_args": "$NETBACK_ARGS", "nbctl_set": "$NBCTL_SET",
  "netback_bin": "${NETBACK_BIN:-target/release/netback}",
  "git_rev": "$(cat "$SHARE/lab/git-rev")", "mem": "$MEM", "smp": $SMP,
  "versions": "$(tr '\n' ';' < "$SHARE/lab/versions.txt")",
@@ -352,7 +353,8 @@ NBTEST_ARGS=${NBTEST_ARGS:---ip 10.99.0.3 --ping 10.99.0.2 --count 5}
 NBTEST_TIMEOUT=${NBTEST_TIMEOUT:-90}
 NETBACK_ARGS=${NETBACK_ARGS:---control /run/netback.sock}
 NETBACK_LOG=${NETBACK_LOG:-info}
-case "$NBTEST_ARGS$NETBACK_ARGS" in *[\',]*) die "NBTEST_ARGS/NETBACK_ARGS must not contain quotes or commas";; esac
+NBCTL_SET=${NBCTL_SET:-}                # knobs set through nbctl once the daemon runs, e.g. --tx-map-min 4096
+case "$NBTEST_ARGS$NETBACK_ARGS$NBCTL_SET" in *[\',]*) die "NBTEST_ARGS/NETBACK_ARGS must not contain quotes or commas";; esac
 
 mkdir -p "$W" "$LOGS"
 exec 9>"$W/lock"

@@ -111,6 +111,16 @@ phase_ours() {
                       || check $P control-socket warn "no socket $ctl after $(since "$t0") s"
     fi
 
+    # knobs for every vif to come (NBCTL_SET, e.g. "--tx-map-min 4096")
+    if [ -n "${NBCTL_SET:-}" ]; then
+        # shellcheck disable=SC2086
+        if /mnt/host/nbctl --control "${ctl:-/run/netback/netback.sock}" set $NBCTL_SET > "$R/$P/nbctl-set.txt" 2>&1; then
+            check $P knobs info "nbctl set $NBCTL_SET"
+        else
+            check $P knobs fail "nbctl set $NBCTL_SET: $(tail -n 1 "$R/$P/nbctl-set.txt")"
+        fi
+    fi
+
     if create_and_ping $P "" /tmp/domU.cfg domU "$DOMU_IP"; then
         snapshot $P connected
         measure $P "$DOMU_IP"

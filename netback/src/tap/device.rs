@@ -8,7 +8,7 @@
 //! disappears (and leaves any bridge) when the [`Tap`] is dropped.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -171,12 +171,6 @@ impl Tap {
         let written = usize::try_from(n).map_err(|_| io::Error::last_os_error());
         drop(guards);
         written
-    }
-
-    /// Reads one frame, vnet header first, into `buf`; `EAGAIN` when none waits.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
     }
 
     /// Reads one frame in one `readv(2)`: its vnet header into `hdr`, its bytes into
