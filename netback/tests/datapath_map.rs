@@ -82,9 +82,33 @@ impl Record {
 
 type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Holds the uplink's calls while closed (it starts open).
+struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate { open: Mutex::new(true), changed: Condvar::new() }
+    }
+
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.changed.notify_all();
+    }
+
+    /// Waits (at most `WAIT`) until the gate is open.
+    fn pass(&self) {
+        let open = self.open.lock().unwrap();
+        drop(self.changed.wait_timeout_while(open, WAIT, |open| !*open).unwrap());
+    }
+}
+
 /// An uplink that records what it is sent; it gathers or not as told.
 struct Recorder {
     gathers: bool,
+    gate: Arc<Gate>,
     record: Arc<Record>,
     probe: Probe,
     /// Never readable: nothing ever waits for the guest.
@@ -99,6 +123,7 @@ impl fmt::Debug for Recorder {
 
 impl Uplink for Recorder {
     fn transmit(&self, frame: Frame) -> TransmitOutcome {
+        self.gate.pass();
         let head = frame.len();
         self.record.push(Got { offload: *frame.offload(), data: frame.into_data(), mapped: false, head, probe: false });
         TransmitOutcome::Sent
@@ -109,6 +134,7 @@ impl Uplink for Recorder {
     }
 
     fn transmit_gather(&self, mut head: Frame, rest: &[vm_memory::VolatileSlice<'_>]) -> TransmitOutcome {
+        self.gate.pass();
         let probe = (self.probe)();
         let (len, mapped) = (head.len(), !rest.is_empty());
         port::append(&mut head, rest);
@@ -135,6 +161,7 @@ struct Rig {
     dom0: Session,
     h: HandFront,
     record: Arc<Record>,
+    gate: Arc<Gate>,
     knobs: Arc<Knobs>,
     counters: Arc<VifCounters>,
     handle: WorkerHandle,
@@ -155,8 +182,9 @@ impl Rig {
         let (domain, domid) = (dom0.domain.clone(), h.domid);
         let grefs = h.bufs.grefs()[..datapath_support::TX_BUFS].to_vec();
         let probe: Probe = Arc::new(move || grefs.iter().any(|&g| pinned(&domain, domid, g)));
-        let uplink =
-            Recorder { gathers, record: record.clone(), probe, idle: EventFd::from_flags(EfdFlags::EFD_CLOEXEC)? };
+        let gate = Arc::new(Gate::new());
+        let idle = EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?;
+        let uplink = Recorder { gathers, gate: gate.clone(), record: record.clone(), probe, idle };
         let knobs = Arc::new(Knobs::default());
         knobs.apply(&PartialKnobs { tx_map_min: Some(map_min), ..PartialKnobs::default() })?;
         let counters = Arc::new(VifCounters::default());
@@ -165,7 +193,7 @@ impl Rig {
             let _ = tx.send(e.to_string());
         });
         let handle = dp.spawn_with_knobs(uplink, counters.clone(), knobs.clone(), on_fatal)?;
-        Ok(Rig { _host: host, dom0, h, record, knobs, counters, handle, fatal })
+        Ok(Rig { _host: host, dom0, h, record, gate, knobs, counters, handle, fatal })
     }
 
     fn set_map_min(&self, value: u32) -> anyhow::Result<()> {
@@ -384,5 +412,48 @@ fn the_knob_switches_paths_while_the_vif_runs() -> anyhow::Result<()> {
     let e = rig.knobs.apply(&PartialKnobs { tx_map_min: Some(65536), ..PartialKnobs::default() });
     ensure!(e.is_err_and(|e| e.to_string().contains("tx-map-min")), "a threshold beyond any frame is refused");
     ensure!(rig.knobs.get().tx_map_min == 0);
+    rig.alive()
+}
+
+/// A copied frame is answered before the uplink gets it (the guest's buffer is free once
+/// copied; a TAP's `writev` runs the host's stack); a mapped frame only after the uplink
+/// returned and its pages were unmapped.
+#[test]
+fn copied_frames_are_answered_before_the_uplink_mapped_ones_after() -> anyhow::Result<()> {
+    let mut rig = Rig::start(true, 1000)?;
+    // Copied (shorter than tx-map-min): the response comes while the uplink is held.
+    rig.gate.set(false);
+    let short = patterned(MAC_X, MAC_H, 200, 7);
+    let req = rig.h.tx_request(0, 0, &short, 0);
+    rig.h.push_tx(&[req])?;
+    let statuses: Vec<i16> = rig.h.wait_tx(1)?.iter().map(|r| r.status).collect();
+    ensure!(statuses == [NETIF_RSP_OKAY], "{statuses:?}");
+    ensure!(rig.record.len() == 0, "the uplink got the frame through a closed gate");
+    rig.gate.set(true);
+    ensure!(rig.record.wait(0, 1)?[0].data == short, "the copied frame");
+
+    // Mapped: no response until the gate opens.
+    rig.gate.set(false);
+    let long = patterned(MAC_X, MAC_H, 3000, 8);
+    let req = rig.h.tx_request(1, 0, &long, 0);
+    let opened = Arc::new(Mutex::new(None));
+    let opener = {
+        let (gate, opened) = (rig.gate.clone(), opened.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            *opened.lock().unwrap() = Some(Instant::now());
+            gate.set(true);
+        })
+    };
+    rig.h.push_tx(&[req])?;
+    let statuses: Vec<i16> = rig.h.wait_tx(1)?.iter().map(|r| r.status).collect();
+    let answered = Instant::now();
+    opener.join().unwrap();
+    ensure!(statuses == [NETIF_RSP_OKAY], "{statuses:?}");
+    let opened = opened.lock().unwrap().context("the gate never opened")?;
+    ensure!(answered >= opened, "a mapped frame was answered while the uplink still held it");
+    let got = rig.record.wait(1, 2)?;
+    ensure!(got[0].mapped && got[0].data == long, "the mapped frame");
+    ensure!(rig.counters.snapshot().tx_mapped_frames == 1);
     rig.alive()
 }

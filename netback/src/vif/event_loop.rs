@@ -74,7 +74,7 @@ pub(super) struct Worker<G: GrantOps + EventChannels, U: Uplink> {
     pub(super) grants: G,
     pub(super) tx: BackRing<TxRing, GrantMapping>,
     pub(super) rx: BackRing<RxRing, GrantMapping>,
-    tx_channel: G::Channel,
+    pub(super) tx_channel: G::Channel,
     rx_channel: Option<G::Channel>,
     /// The configuration at connect (its batches are the knobs' initial values).
     #[allow(dead_code)]

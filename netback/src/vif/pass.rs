@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{EpollEvent, EpollTimeout};
 
-use grant::{EventChannels, GrantOps};
+use grant::{EventChannel, EventChannels, GrantOps};
 
 use super::event_loop::Worker;
 use super::knobs::KnobValues;
@@ -70,7 +70,19 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 batch: copy.min(left) as usize,
                 map_min,
             };
-            let more = self.tx_path.drain(&mut self.tx, &ctx)?;
+            let more = self.tx_path.take(&mut self.tx, &ctx)?;
+            // The last call of the pass publishes the TX answers (written by `take` unless
+            // pages are mapped) before the frames go up: the guest frees its buffers while
+            // the host's stack still works on the frames. A busy worker (`more`) leaves them
+            // to the coalescer.
+            if !more && self.tx.rsp_prod_pushed() != self.tx.rsp_prod_pvt() {
+                VifCounters::add(&self.counters.batching.pushes, 1);
+                if self.tx.push_responses_and_check_notify() {
+                    self.tx_channel.notify().map_err(DatapathError::EventChannel)?;
+                    VifCounters::add(&self.counters.notifications_out, 1);
+                }
+            }
+            self.tx_path.send(&mut self.tx, &ctx)?;
             self.counters.batching.copy_batch.record(segments(&self.counters) - before.1);
             if !more || self.tx.req_cons() == before.0 {
                 return Ok((more, self.tx.req_cons().wrapping_sub(start)));

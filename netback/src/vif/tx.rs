@@ -130,11 +130,16 @@ pub(super) struct TxPath {
 }
 
 impl TxPath {
-    /// Serves up to `ctx.batch` packets. Returns true if more work may be ready right away.
+    /// The first half of a drain: consumes up to `ctx.batch` packets and copies (or maps)
+    /// them. If no page of the drain is mapped, every consumed slot is answered here, so
+    /// the caller may push the responses before [`TxPath::send`] hands the frames to the
+    /// uplink (whose `writev` into a TAP runs the host's whole network stack): the guest
+    /// gets its buffers back a stack traversal earlier, as Linux netback answers copied
+    /// slots right after the copy. Returns true if more work may be ready right away.
     ///
     /// # Errors
     /// Fatal frontend errors (see [`parse`]) and a copy batch that could not be submitted.
-    pub fn drain<G: GrantOps, U: Uplink, M: RingMemory>(
+    pub fn take<G: GrantOps, U: Uplink, M: RingMemory>(
         &mut self,
         ring: &mut BackRing<TxRing, M>,
         ctx: &TxContext<'_, G, U>,
@@ -174,12 +179,31 @@ impl TxPath {
         if packets > 0 {
             self.map(ctx);
             self.copy(ctx)?;
-            self.transmit(ctx);
-            // Unmaps every page of the drain before any slot is answered.
-            self.mappings.clear();
-            self.answer(ring)?;
+            if self.mappings.is_empty() {
+                // Every frame is in our own buffers now.
+                self.answer(ring)?;
+            }
         }
         Ok(more)
+    }
+
+    /// The second half of a drain: the frames [`TxPath::take`] consumed go to the uplink,
+    /// then their pages are unmapped and the slots not answered yet are answered.
+    ///
+    /// # Errors
+    /// A full response ring (the frontend broke the protocol).
+    pub fn send<G: GrantOps, U: Uplink, M: RingMemory>(
+        &mut self,
+        ring: &mut BackRing<TxRing, M>,
+        ctx: &TxContext<'_, G, U>,
+    ) -> Result<(), DatapathError> {
+        if self.frames.is_empty() && self.answers.is_empty() {
+            return Ok(());
+        }
+        self.transmit(ctx);
+        // Unmaps every page of the drain before any slot is answered.
+        self.mappings.clear();
+        self.answer(ring)
     }
 
     /// Before sleeping: true if TX work is ready; otherwise the TX event is armed so the
