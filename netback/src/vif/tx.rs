@@ -179,6 +179,7 @@ impl TxPath {
         if packets > 0 {
             self.map(ctx);
             self.copy(ctx)?;
+            self.account(ctx);
             if self.mappings.is_empty() {
                 // Every frame is in our own buffers now.
                 self.answer(ring)?;
@@ -380,40 +381,13 @@ impl TxPath {
     fn transmit<G: GrantOps, U: Uplink>(&mut self, ctx: &TxContext<'_, G, U>) {
         let mut refused = 0;
         for pending in self.frames.drain(..) {
-            // Every slot must have been copied (and mapped).
-            if !self.slots[pending.first_slot..pending.first_slot + pending.nslots].iter().all(|s| s.ok) {
-                tracing::debug!(id = pending.id, slots = pending.nslots, "TX grant copy failed");
-                VifCounters::add(&ctx.counters.tx_dropped_copy_failed, 1);
-                continue;
-            }
-            let slices = match &pending.map {
-                None => None,
-                Some(plan) => match piece_slices(&self.mappings, &self.pieces, plan) {
-                    Some(slices) => Some(slices),
-                    None => {
-                        // Cannot happen: parse checked every slot against its page.
-                        tracing::error!(id = pending.id, "TX piece outside its mapped page");
-                        VifCounters::add(&ctx.counters.tx_dropped_copy_failed, 1);
-                        continue;
-                    }
-                },
-            };
-            let c = ctx.counters;
-            VifCounters::add(&c.tx_packets, 1);
-            VifCounters::add(&c.tx_bytes, pending.len as u64);
-            if pending.nslots > 1 {
-                VifCounters::add(&c.tx_sg_frames, 1);
-            }
-            if pending.offload.gso.is_some() {
-                VifCounters::add(&c.tx_gso_frames, 1);
-            }
             let head = Frame::with_offload(pending.buf, pending.offload);
-            let Some(slices) = slices else {
+            let Some(plan) = &pending.map else {
                 self.outgoing.push(head);
                 continue;
             };
-            VifCounters::add(&c.tx_mapped_frames, 1);
-            VifCounters::add(&c.tx_mapped_bytes, (pending.len - TX_HEAD_LEN) as u64);
+            // `account` kept only frames whose pieces are inside their mappings.
+            let Some(slices) = piece_slices(&self.mappings, &self.pieces, plan) else { continue };
             // Frames go out in ring order: the copied ones before this one first.
             refused += ctx.uplink.transmit_batch(&mut self.outgoing);
             if let TransmitOutcome::Dropped(_) = ctx.uplink.transmit_gather(head, &slices) {
@@ -425,6 +399,40 @@ impl TxPath {
             tracing::debug!(refused, "uplink dropped TX frames");
             VifCounters::add(&ctx.counters.tx_dropped_uplink, refused as u64);
         }
+    }
+
+    /// After the copy: drops (and counts) the frames a slot of which could not be copied or
+    /// mapped, and counts the others as sent by the guest, before any of them is answered.
+    fn account<G: GrantOps, U: Uplink>(&mut self, ctx: &TxContext<'_, G, U>) {
+        let c = ctx.counters;
+        let (slots, mappings, pieces) = (&self.slots, &self.mappings, &self.pieces);
+        self.frames.retain(|pending| {
+            // Every slot must have been copied (and mapped).
+            if !slots[pending.first_slot..pending.first_slot + pending.nslots].iter().all(|s| s.ok) {
+                tracing::debug!(id = pending.id, slots = pending.nslots, "TX grant copy failed");
+                VifCounters::add(&c.tx_dropped_copy_failed, 1);
+                return false;
+            }
+            if let Some(plan) = &pending.map {
+                if piece_slices(mappings, pieces, plan).is_none() {
+                    // Cannot happen: parse checked every slot against its page.
+                    tracing::error!(id = pending.id, "TX piece outside its mapped page");
+                    VifCounters::add(&c.tx_dropped_copy_failed, 1);
+                    return false;
+                }
+                VifCounters::add(&c.tx_mapped_frames, 1);
+                VifCounters::add(&c.tx_mapped_bytes, (pending.len - TX_HEAD_LEN) as u64);
+            }
+            VifCounters::add(&c.tx_packets, 1);
+            VifCounters::add(&c.tx_bytes, pending.len as u64);
+            if pending.nslots > 1 {
+                VifCounters::add(&c.tx_sg_frames, 1);
+            }
+            if pending.offload.gso.is_some() {
+                VifCounters::add(&c.tx_gso_frames, 1);
+            }
+            true
+        });
     }
 
     /// One response per consumed slot, in ring order.
