@@ -176,7 +176,7 @@ impl Vif {
         };
         self.generation += 1;
         let (queue, generation) = (ctx.fatal.clone(), self.generation);
-        let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, e.to_string()));
+        let on_fatal = Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, with_causes(e)));
         let worker = datapath
             .spawn_with_knobs(port, self.counters.clone(), self.knobs.clone(), on_fatal)
             .map_err(XenbusError::ConnectDatapath)?;
@@ -273,4 +273,30 @@ fn create_tap<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str) -> Result<Option<Ar
     let tap = Tap::create(&name).map_err(|source| XenbusError::CreateTap { name: name.clone(), source })?;
     tracing::info!("{id}: TAP device {name} created");
     Ok(Some(Arc::new(tap)))
+}
+
+/// An error and its chain of causes on one line (`a: b: c`), so the `error` node says why
+/// (e.g. which index made a ring impossible), not only what stopped.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_causes;
+    use crate::vif::DatapathError;
+
+    #[test]
+    fn the_error_node_carries_every_cause() {
+        let inner = std::io::Error::other("req_prod 2560 impossible with req_cons 0");
+        let error = DatapathError::Poll(inner);
+        assert_eq!(with_causes(&error), "epoll: req_prod 2560 impossible with req_cons 0");
+    }
 }
