@@ -181,8 +181,8 @@ diag() {
 
 # nbtest_run <phase> <label> <args>: a second domU "nbtest" whose init runs
 # netfront-test --xen <args> instead of xen-netfront. Waits up to NBTEST_TIMEOUT for
-# NBTEST-DONE on its console, keeps the console, destroys the domU (it powers itself off
-# after NBTEST-DONE) and waits up to 10 s for its backend directory to go. Files:
+# NBTEST-DONE on its console, keeps the console, waits up to 10 s for the domU to power
+# itself off (else xl destroy) and up to 10 s for its backend directory to go. Files:
 # $R/<phase>/<f>-console.log and xl-create-<f>.txt, <f> = nbtest for the label
 # netfront-test, the label otherwise. Sets NBT_RC (netfront-test's exit status, empty
 # without NBTEST-DONE), NBT_LOG, NBT_SECS (create to done), NBT_DOMID, NBT_CLEAN (yes when
@@ -210,6 +210,11 @@ nbtest_run() {
     NBT_SECS=$(since "$t0")
     T "$P-$f-finished"
     cp "$log" "$NBT_LOG" 2>/dev/null
+    # it powers itself off after NBTEST-DONE, and xl's own process destroys it then; an
+    # xl destroy racing with that fails (rc 1, "unable to find domain info"), so give it 10 s
+    if grep -q 'NBTEST-DONE' "$NBT_LOG" 2>/dev/null; then
+        for _ in $(seq 1 50); do xl domid nbtest >/dev/null 2>&1 || break; sleep 0.2; done
+    fi
     if xl domid nbtest >/dev/null 2>&1; then
         timeout 60 xl destroy nbtest > "$R/$P/xl-destroy-$f.txt" 2>&1; rc=$?
         NBT_DESTROY="xl destroy rc=$rc"

@@ -158,6 +158,7 @@ fn misbehave<G: GrantAlloc + EventChannels>(args: &Args, domain: &G, xs: Client,
                 nf.info().backend
             );
             let report = hostile::bad_tx_gref(&mut nf)?;
+            // Printed before the ping's lines, whatever the ping does.
             println!("{report}");
             if let (true, Some(target)) = (report.passed(), args.ping) {
                 let me = Responder::new(nf.mac(), args.ip);
