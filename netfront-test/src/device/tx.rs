@@ -159,11 +159,6 @@ impl<C: EventChannel> Netfront<C> {
         Ok(())
     }
 
-    /// TX buffers whose response has not come back yet (as of the last reap).
-    pub fn tx_in_flight(&self) -> usize {
-        self.tx_busy.len() - self.tx_free.len()
-    }
-
     /// Waits (up to the configured timeout) until every TX buffer has come back.
     ///
     /// # Errors
