@@ -17,6 +17,7 @@ OURS_REQUIRED = ["rmmod", "daemon-start", "create", "link", "ping", "ping-runs",
                  "link-attach", "attach", "destroy", "create2", "link2", "ping2", "destroy2",
                  "daemon-alive", "sigterm"]
 KERNEL_REQUIRED = ["create", "link", "ping", "ping-runs", "iperf", "destroy"]
+HOSTILE_MODES = ["ungranted-ring", "ring-overflow", "bad-tx-gref"]  # lab/dom0/main.sh, HOSTILE=1
 
 # (key, label, unit, better): better = "high" or "low", for the ratio's reading
 METRICS = [
@@ -37,6 +38,7 @@ METRICS = [
     ("xl_destroy_s", "xl destroy", "s", "low"),
     ("detach_s", "xl network-detach", "s", "low"),
     ("attach_to_ping_s", "xl network-attach → ping", "s", "low"),
+    ("hostile_s", "hostile frontends (3 nbtest domUs)", "s", "low"),
 ]
 
 
@@ -154,6 +156,7 @@ def read_checks(res):
 
 def verdict(checks, cfg, done):
     nb_fatal = str(cfg.get("nbtest_fatal", "0")) == "1"
+    hostile_fatal = str(cfg.get("hostile_fatal", "0")) == "1"
     problems = {"kernel": [], "ours": [], "lab": []}
     if not done:
         problems["lab"].append("dom0 never printed LAB-DONE (crash or QEMU timeout; see serial.log)")
@@ -161,6 +164,8 @@ def verdict(checks, cfg, done):
         if c["status"] != "fail":
             continue
         if c["check"] == "netfront-test" and not nb_fatal:
+            continue
+        if c["check"].startswith("hostile-") and not hostile_fatal:
             continue
         problems.setdefault(c["phase"], []).append(f"{c['check']}: {c['detail']}")
     for phase, required in (("kernel", KERNEL_REQUIRED), ("ours", OURS_REQUIRED)):
@@ -173,6 +178,11 @@ def verdict(checks, cfg, done):
     if nb_fatal and str(cfg.get("nbtest", "0")) != "0":
         if not any(c["phase"] == "ours" and c["check"] == "netfront-test" for c in checks):
             problems["ours"].append("netfront-test: never ran")
+    if hostile_fatal and str(cfg.get("hostile", "0")) != "0" and not problems["ours"]:
+        ran = {c["check"] for c in checks if c["phase"] == "ours" and c["check"].startswith("hostile-")}
+        missing = [m for m in HOSTILE_MODES if "hostile-" + m not in ran]
+        if missing:
+            problems["ours"].append("hostile modes never ran: " + ", ".join(missing))
     return problems
 
 

@@ -266,13 +266,16 @@ PROFILE=$PROFILE
 NBCTL_SET='$NBCTL_SET'
 NBTEST_ARGS='$NBTEST_ARGS'
 NBTEST_TIMEOUT=$NBTEST_TIMEOUT
+HOSTILE=$HOSTILE
+HOSTILE_WAIT=$HOSTILE_WAIT
 NETBACK_ARGS='$NETBACK_ARGS'
 NETBACK_LOG='$NETBACK_LOG'
 EOF
     cat > "$SHARE/lab/config.json" <<EOF
 {"mode": "$MODE", "runs": $RUNS, "iperf_secs": $IPERF_SECS, "udp_secs": $UDP_SECS,
  "ping_count": $PING_COUNT, "flood_count": $FLOOD_COUNT, "nbtest": "$NBTEST",
- "nbtest_fatal": "$NBTEST_FATAL", "netback_args": "$NETBACK_ARGS", "nbctl_set": "$NBCTL_SET",
+ "nbtest_fatal": "$NBTEST_FATAL", "hostile": "$HOSTILE", "hostile_fatal": "$HOSTILE_FATAL",
+ "netback_args": "$NETBACK_ARGS", "nbctl_set": "$NBCTL_SET",
  "netback_bin": "${NETBACK_BIN:-target/release/netback}",
  "git_rev": "$(cat "$SHARE/lab/git-rev")", "mem": "$MEM", "smp": $SMP,
  "versions": "$(tr '\n' ';' < "$SHARE/lab/versions.txt")",
@@ -351,6 +354,9 @@ NBTEST_FATAL=${NBTEST_FATAL:-1}         # 1: a failed netfront-test phase fails 
 PROFILE=${PROFILE:-$([ "$MODE" = run ] && echo 1 || echo 0)}  # 1: strace -c the daemon per workload (ours)
 NBTEST_ARGS=${NBTEST_ARGS:---ip 10.99.0.3 --ping 10.99.0.2 --count 5}
 NBTEST_TIMEOUT=${NBTEST_TIMEOUT:-90}
+HOSTILE=${HOSTILE:-1}                   # 1: hostile netfront-test modes against ours (nbtest domU)
+HOSTILE_FATAL=${HOSTILE_FATAL:-1}       # 1: a failed hostile-<mode> check fails run/check
+HOSTILE_WAIT=${HOSTILE_WAIT:-20}        # s the hostile frontend waits for the vif to be disabled
 NETBACK_ARGS=${NETBACK_ARGS:---control /run/netback.sock}
 NETBACK_LOG=${NETBACK_LOG:-info}
 NBCTL_SET=${NBCTL_SET:-}                # knobs set through nbctl once the daemon runs, e.g. --tx-map-min 4096

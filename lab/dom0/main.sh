@@ -2,8 +2,9 @@
 # dom0 test driver (from the share, run by /init): main.sh run|check|shell
 #   phase kernel: xen-netback + domU xen-netfront, measurements
 #   phase ours:   rmmod xen-netback, /mnt/host/netback --xen, same domU, measurements,
-#                 then the toolstack contract (detach, attach, destroy, create again,
-#                 destroy, daemon alive, SIGTERM -> exit 0)
+#                 netfront-test, the hostile frontends (HOSTILE=1), then the toolstack
+#                 contract (detach, attach, destroy, create again, destroy, daemon alive,
+#                 SIGTERM -> exit 0)
 # Results: /mnt/host/results (checks.tsv, metrics.tsv, <phase>/...), read by lab/table.py.
 set -u
 MODE=${1:-run}
@@ -13,6 +14,7 @@ R=/mnt/host/results
 . "$L/config.sh"
 # shellcheck source=measure.sh
 . "$L/measure.sh"
+: "${HOSTILE:=0}" "${HOSTILE_WAIT:=20}"   # absent from a config.sh written by an older xenlab.sh
 DOMU_IP=10.99.0.2 DOMU_MAC=00:16:3e:99:00:02
 NBT_MAC=00:16:3e:99:00:03
 NBPID=
@@ -41,7 +43,7 @@ fi
 # heartbeat on the console: tells a hung VM from a stuck step in the serial log
 ( while :; do sleep 30; echo "LAB-HB uptime $(cut -d' ' -f1 /proc/uptime) load $(cut -d' ' -f1-3 /proc/loadavg)"; done ) &
 HBPID=$!
-echo "LAB-INFO mode=$MODE runs=$RUNS iperf=${IPERF_SECS}s udp=${UDP_SECS}s pings=$PING_COUNT flood=$FLOOD_COUNT nbtest=$NBTEST profile=${PROFILE:-0} rev=$(cat "$L/git-rev")"
+echo "LAB-INFO mode=$MODE runs=$RUNS iperf=${IPERF_SECS}s udp=${UDP_SECS}s pings=$PING_COUNT flood=$FLOOD_COUNT nbtest=$NBTEST hostile=$HOSTILE profile=${PROFILE:-0} rev=$(cat "$L/git-rev")"
 
 # ---- phase kernel ---------------------------------------------------------------------
 phase_kernel() {
@@ -74,6 +76,31 @@ daemon_gone() {
     check ours daemon-alive fail "the daemon exited (status $rc): $(first_error "$R/ours/netback.log")"
     NBPID=
     return 0
+}
+
+# hostile <mode> [args]: netfront-test --hostile <mode> in a fresh nbtest domU (see
+# lab/README.md). Passes when the guest says rc=0 (our daemon reacted as Linux netback
+# does), the daemon is still alive, domU still answers ping and the hostile domU's backend
+# directory went away with it. Check hostile-<mode>, detail: the guest's "hostile" line.
+hostile() {
+    local P=ours mode=$1 line why=; shift
+    if ! nbtest_run $P "hostile-$mode" "--ip 10.99.0.3 --timeout $HOSTILE_WAIT --hostile $mode $*"; then
+        check $P "hostile-$mode" fail "xl create of the nbtest domU failed"
+        return 1
+    fi
+    line=$(tr -d '\r' < "$NBT_LOG" 2>/dev/null | grep -a "^hostile $mode:" | tail -n 1)
+    [ -n "$line" ] || line="no report line; last: $(tr -d '\r' < "$NBT_LOG" 2>/dev/null | grep -a -v '^NBTEST-DONE' | grep -a . | tail -n 1)"
+    [ "$NBT_RC" = 0 ] || why="$why; netfront-test rc=${NBT_RC:-none (no NBTEST-DONE within ${NBTEST_TIMEOUT} s)}"
+    daemon_alive || why="$why; the daemon exited"
+    [ "$NBT_CLEAN" = yes ] || why="$why; destroy not clean: $NBT_DESTROY"
+    wait_ping "$DOMU_IP" 10 || why="$why; domU ($DOMU_IP) no longer answers ping"
+    if [ -z "$why" ]; then
+        check $P "hostile-$mode" pass "$line (rc=0 in $NBT_SECS s; daemon alive, $DOMU_IP answers, $NBT_DESTROY)"
+    else
+        check $P "hostile-$mode" fail "$line (${why#; })"
+        diag $P "hostile-$mode"
+        return 1
+    fi
 }
 
 phase_ours() {
@@ -129,6 +156,16 @@ phase_ours() {
         fi
         if [ "$NBTEST" != 0 ]; then
             if daemon_alive; then nbtest $P; else check $P netfront-test skip "the daemon is gone"; fi
+        fi
+        if [ "$HOSTILE" != 0 ]; then
+            T ours-hostile
+            local t_hostile mode; t_hostile=$(now)
+            for mode in ungranted-ring ring-overflow "bad-tx-gref --ping $DOMU_IP --count 3"; do
+                # shellcheck disable=SC2086
+                if daemon_alive; then hostile $mode; else check $P "hostile-${mode%% *}" skip "the daemon is gone"; fi
+            done
+            metric $P hostile_s "" "$(since "$t_hostile")"
+            T ours-hostile-done
         fi
         snapshot $P after
     else

@@ -179,33 +179,70 @@ diag() {
     echo "LAB-INFO diagnostics: results/$1/diag-$2.txt"
 }
 
-# nbtest <phase>: a second domU whose init runs netfront-test --xen instead of xen-netfront
-nbtest() {
-    local P=$1 cfg=/tmp/nbtest.cfg log=/var/log/xen/console/guest-nbtest.log end rc t0
-    T "$P-nbtest"
-    domu_cfg nbtest "$NBT_MAC" 256 "nbtest=$(echo "$NBTEST_ARGS" | tr ' ' ',')" > "$cfg"
+# nbtest_run <phase> <label> <args>: a second domU "nbtest" whose init runs
+# netfront-test --xen <args> instead of xen-netfront. Waits up to NBTEST_TIMEOUT for
+# NBTEST-DONE on its console, keeps the console, waits up to 10 s for the domU to power
+# itself off (else xl destroy) and up to 10 s for its backend directory to go. Files:
+# $R/<phase>/<f>-console.log and xl-create-<f>.txt, <f> = nbtest for the label
+# netfront-test, the label otherwise. Sets NBT_RC (netfront-test's exit status, empty
+# without NBTEST-DONE), NBT_LOG, NBT_SECS (create to done), NBT_DOMID, NBT_CLEAN (yes when
+# the domain and backend/vif/<domid> are gone) and NBT_DESTROY (what destroy did).
+# Returns 1 if xl create failed.
+nbtest_run() {
+    local P=$1 label=$2 args=$3 f=nbtest cfg=/tmp/nbtest.cfg log=/var/log/xen/console/guest-nbtest.log end t0 rc
+    [ "$label" = netfront-test ] || f=$label
+    NBT_RC= NBT_LOG=$R/$P/$f-console.log NBT_SECS= NBT_DOMID= NBT_CLEAN=no NBT_DESTROY=
+    T "$P-$f"
+    domu_cfg nbtest "$NBT_MAC" 256 "nbtest=$(echo "$args" | tr ' ' ',')" > "$cfg"
     rm -f "$log"
     t0=$(now)
-    if ! timeout 120 xl create "$cfg" > "$R/$P/xl-create-nbtest.txt" 2>&1; then
-        check "$P" netfront-test fail "xl create of the nbtest domU failed"
+    if ! timeout 120 xl create "$cfg" > "$R/$P/xl-create-$f.txt" 2>&1; then
         timeout 60 xl destroy nbtest >/dev/null 2>&1; return 1
     fi
-    T "$P-nbtest-created"
+    NBT_DOMID=$(xl domid nbtest 2>/dev/null)
+    T "$P-$f-created"
     end=$(( $(date +%s) + NBTEST_TIMEOUT ))
     while [ "$(date +%s)" -lt $end ]; do
         grep -q 'NBTEST-DONE' "$log" 2>/dev/null && break
         xl domid nbtest >/dev/null 2>&1 || break
         sleep 1
     done
-    T "$P-nbtest-finished"
-    cp "$log" "$R/$P/nbtest-console.log" 2>/dev/null
-    timeout 60 xl destroy nbtest >/dev/null 2>&1
-    T "$P-nbtest-destroyed"
-    rc=$(sed -n 's/.*NBTEST-DONE rc=\([0-9]*\).*/\1/p' "$R/$P/nbtest-console.log" 2>/dev/null | tail -1)
-    if [ "$rc" = 0 ]; then
-        check "$P" netfront-test pass "netfront-test --xen $NBTEST_ARGS: rc=0 in $(since "$t0") s"
+    NBT_SECS=$(since "$t0")
+    T "$P-$f-finished"
+    cp "$log" "$NBT_LOG" 2>/dev/null
+    # it powers itself off after NBTEST-DONE, and xl's own process destroys it then; an
+    # xl destroy racing with that fails (rc 1, "unable to find domain info"), so give it 10 s
+    if grep -q 'NBTEST-DONE' "$NBT_LOG" 2>/dev/null; then
+        for _ in $(seq 1 50); do xl domid nbtest >/dev/null 2>&1 || break; sleep 0.2; done
+    fi
+    if xl domid nbtest >/dev/null 2>&1; then
+        timeout 60 xl destroy nbtest > "$R/$P/xl-destroy-$f.txt" 2>&1; rc=$?
+        NBT_DESTROY="xl destroy rc=$rc"
     else
-        check "$P" netfront-test fail "netfront-test --xen $NBTEST_ARGS: rc=${rc:-none (no NBTEST-DONE within ${NBTEST_TIMEOUT} s)}"
+        rc=0; NBT_DESTROY="powered off"
+    fi
+    T "$P-$f-destroyed"
+    if [ -n "$NBT_DOMID" ] && wait_gone "/local/domain/0/backend/vif/$NBT_DOMID" 10 \
+       && ! xl domid nbtest >/dev/null 2>&1 && [ $rc = 0 ]; then
+        NBT_CLEAN=yes; NBT_DESTROY="$NBT_DESTROY, backend/vif/$NBT_DOMID gone"
+    else
+        NBT_DESTROY="$NBT_DESTROY, backend/vif/${NBT_DOMID:-?} $(xenstore-exists "/local/domain/0/backend/vif/$NBT_DOMID" 2>/dev/null \
+            && echo "still there (state $(xenstore-read "/local/domain/0/backend/vif/$NBT_DOMID/0/state" 2>/dev/null))" || echo gone)"
+    fi
+    NBT_RC=$(sed -n 's/.*NBTEST-DONE rc=\([0-9]*\).*/\1/p' "$NBT_LOG" 2>/dev/null | tail -1)
+}
+
+# nbtest <phase>: netfront-test --xen $NBTEST_ARGS in the nbtest domU; check netfront-test
+nbtest() {
+    local P=$1
+    if ! nbtest_run "$P" netfront-test "$NBTEST_ARGS"; then
+        check "$P" netfront-test fail "xl create of the nbtest domU failed"
+        return 1
+    fi
+    if [ "$NBT_RC" = 0 ]; then
+        check "$P" netfront-test pass "netfront-test --xen $NBTEST_ARGS: rc=0 in $NBT_SECS s"
+    else
+        check "$P" netfront-test fail "netfront-test --xen $NBTEST_ARGS: rc=${NBT_RC:-none (no NBTEST-DONE within ${NBTEST_TIMEOUT} s)}"
         diag "$P" nbtest
         return 1
     fi

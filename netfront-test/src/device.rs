@@ -6,6 +6,7 @@
 //! [`rx`] for the exact wire layout).
 
 mod meta;
+mod misbehave;
 mod rx;
 mod tx;
 
@@ -50,8 +51,10 @@ pub struct Stats {
     pub tx_frames: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
-    /// TX responses with `NETIF_RSP_ERROR` or `NETIF_RSP_DROPPED`.
+    /// TX responses with `NETIF_RSP_ERROR`.
     pub tx_errors: u64,
+    /// TX responses with `NETIF_RSP_DROPPED`.
+    pub tx_dropped: u64,
     /// Frames received.
     pub rx_frames: u64,
     /// Bytes of those frames.
@@ -233,6 +236,11 @@ impl<C: EventChannel> Netfront<C> {
     /// What the toolstack told us (directory, backend, MAC).
     pub fn info(&self) -> &FrontendInfo {
         &self.info
+    }
+
+    /// The xenstore connection the device was connected with.
+    pub fn xenstore(&self) -> &Client {
+        &self.xs
     }
 
     /// Our MAC address.

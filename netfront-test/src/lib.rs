@@ -3,6 +3,8 @@
 //!
 //! * [`xenbus`]: the handshake (`XenbusState` machine, ring publication, teardown);
 //! * [`device`]: [`Netfront`], the connected device: TX/RX rings, buffer pools, counters;
+//! * [`hostile`]: a frontend that grants nonsense (ungranted ring, overflowing ring, bad TX
+//!   grant) and reports what the backend did;
 //! * [`stack`]: a tiny ARP/ICMP-echo responder and ping frame builders/parsers;
 //! * [`tcp`]: TCP/IPv4 and TCP/IPv6 frames with real (or blank) checksums, for offload tests;
 //! * [`traffic`]: a self-verifying traffic generator and a loss/reorder-counting receiver;
@@ -10,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod hostile;
 pub mod session;
 pub mod stack;
 pub mod tcp;

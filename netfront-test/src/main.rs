@@ -3,6 +3,8 @@
 //! and talks to xenstore through `/dev/xen/xenbus`; otherwise it joins the simulated host
 //! named by the environment (`NETBACK_SIM_DIR`, `NETBACK_SIM_TOKEN`). It connects
 //! `device/vif/<handle>` and pings, sends generated traffic, or receives and verifies it.
+//! With `--hostile <mode>` it misbehaves instead (see `netfront_test::hostile`) and exits 0
+//! only if the backend reacted as Linux netback does.
 #![forbid(unsafe_code)]
 
 /// mimalloc: frames are allocated on one thread and freed on another (see the workspace
@@ -12,13 +14,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use grant::EventChannel;
+use grant::{EventChannel, EventChannels, GrantAlloc};
+use netfront_test::hostile::{self, Mode};
 use netfront_test::mac::{Mac, format_mac, parse_mac};
 use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
 use netfront_test::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
 use netfront_test::{Features, Netfront, NetfrontConfig};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use xenstore::Client;
 
 #[derive(Debug, Parser)]
 #[command(about = "A userspace Xen netfront: ping, send or receive test traffic")]
@@ -63,6 +67,11 @@ struct Args {
     /// Join the simulated host named by the environment even if /dev/xen exists.
     #[arg(long)]
     sim: bool,
+    /// Misbehave instead: ungranted-ring, ring-overflow (the backend must disable the vif
+    /// with an error within --timeout) or bad-tx-gref (the backend must answer the request
+    /// NETIF_RSP_ERROR and keep the vif; --ping then checks that it still works).
+    #[arg(long, value_name = "MODE", conflicts_with_all = ["send", "receive"])]
+    hostile: Option<Mode>,
 }
 
 fn mac_arg(s: &str) -> Result<Mac, String> {
@@ -85,10 +94,17 @@ fn main() -> anyhow::Result<()> {
         let host = grant::xen::XenHost::open()?;
         let xs = xenstore::Client::open_default()
             .context("cannot reach xenstore (/dev/xen/xenbus): is this a Xen guest with xenfs/xenbus?")?;
-        run(&args, Netfront::connect(&host, xs, args.handle, config(&args))?)
+        start(&args, &host, xs)
     } else {
         let session = simhost::join_from_env().context("joining the sim host")?;
-        run(&args, Netfront::connect(&session.domain, session.xenstore.clone(), args.handle, config(&args))?)
+        start(&args, &session.domain, session.xenstore.clone())
+    }
+}
+
+fn start<G: GrantAlloc + EventChannels>(args: &Args, domain: &G, xs: Client) -> anyhow::Result<()> {
+    match args.hostile {
+        Some(mode) => misbehave(args, domain, xs, mode),
+        None => run(args, Netfront::connect(domain, xs, args.handle, config(args))?),
     }
 }
 
@@ -117,6 +133,60 @@ fn run<C: EventChannel>(args: &Args, mut nf: Netfront<C>) -> anyhow::Result<()> 
     let stats = nf.disconnect()?;
     println!("{stats:?}");
     result
+}
+
+/// Misbehaves as `mode` says, prints what the backend did (`hostile <mode>: ...`) and fails
+/// unless it reacted as Linux netback does.
+fn misbehave<G: GrantAlloc + EventChannels>(args: &Args, domain: &G, xs: Client, mode: Mode) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(args.timeout);
+    let mut still_works = Ok(());
+    let report = match mode {
+        Mode::UngrantedRing => hostile::ungranted_ring(domain, &xs, args.handle, timeout)?,
+        Mode::RingOverflow => {
+            let mut nf = Netfront::connect(domain, xs, args.handle, config(args))?;
+            let report = hostile::ring_overflow(&mut nf, timeout)?;
+            close(nf);
+            report
+        }
+        Mode::BadTxGref => {
+            let mut nf = Netfront::connect(domain, xs, args.handle, config(args))?;
+            println!(
+                "connected vif {} as {} ({}), backend {}",
+                args.handle,
+                format_mac(&nf.mac()),
+                args.ip,
+                nf.info().backend
+            );
+            let report = hostile::bad_tx_gref(&mut nf)?;
+            // Printed before the ping's lines, whatever the ping does.
+            println!("{report}");
+            if let (true, Some(target)) = (report.passed(), args.ping) {
+                let me = Responder::new(nf.mac(), args.ip);
+                still_works = ping(&mut nf, &me, target, args.count, timeout)
+                    .context("the vif no longer works after the bad TX request");
+            }
+            close(nf);
+            report
+        }
+    };
+    if mode.expects_disabled() {
+        println!("{report}");
+    }
+    if !report.passed() {
+        if mode.expects_disabled() {
+            bail!("hostile {mode}: the backend did not disable the vif with an error within {timeout:?}");
+        }
+        bail!("hostile {mode}: want TX status -1 (NETIF_RSP_ERROR) and the vif still Connected without error");
+    }
+    still_works
+}
+
+/// Disconnects, logging (not failing on) a backend that does not follow.
+fn close<C: EventChannel>(nf: Netfront<C>) {
+    match nf.disconnect() {
+        Ok(stats) => tracing::debug!(?stats, "disconnected"),
+        Err(e) => tracing::warn!(error = %e, "disconnecting"),
+    }
 }
 
 /// Receives until `deadline`, answering ARP/ping; returns the first frame `want` accepts.

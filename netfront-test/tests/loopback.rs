@@ -98,7 +98,10 @@ fn run_guest() -> anyhow::Result<()> {
     let stats = nf.disconnect()?;
     eprintln!("guest: {stats:?}");
     ensure!(stats.tx_frames == FRAMES + 4 && stats.rx_frames == FRAMES + 4, "frame counts {stats:?}");
-    ensure!(stats.tx_errors + stats.rx_errors + stats.protocol_errors + stats.rx_dropped_chains == 0, "{stats:?}");
+    ensure!(
+        stats.tx_errors + stats.tx_dropped + stats.rx_errors + stats.protocol_errors + stats.rx_dropped_chains == 0,
+        "{stats:?}"
+    );
     Ok(())
 }
 

@@ -42,7 +42,10 @@ fn run_guest(mode: &str) -> anyhow::Result<()> {
     }
     let stats = nf.disconnect()?;
     eprintln!("guest: {stats:?}");
-    ensure!(stats.tx_errors + stats.rx_errors + stats.protocol_errors + stats.rx_dropped_chains == 0, "{stats:?}");
+    ensure!(
+        stats.tx_errors + stats.tx_dropped + stats.rx_errors + stats.protocol_errors + stats.rx_dropped_chains == 0,
+        "{stats:?}"
+    );
     ensure!(stats.tx_frames == stats.rx_frames && stats.tx_bytes == stats.rx_bytes, "{stats:?}");
     ensure!(mode != "sg" || stats.tx_frames > 200, "{stats:?}");
     Ok(())

@@ -39,7 +39,8 @@ impl<C: EventChannel> Netfront<C> {
             reaped += 1;
             match rsp.status {
                 NETIF_RSP_OKAY => {}
-                NETIF_RSP_ERROR | NETIF_RSP_DROPPED => self.stats.tx_errors += 1,
+                NETIF_RSP_ERROR => self.stats.tx_errors += 1,
+                NETIF_RSP_DROPPED => self.stats.tx_dropped += 1,
                 NETIF_RSP_NULL if self.tx_extras > 0 => {
                     // The answer to an extra-info slot: no buffer, and the id means nothing.
                     self.tx_extras -= 1;
@@ -158,9 +159,17 @@ impl<C: EventChannel> Netfront<C> {
         Ok(())
     }
 
+    /// Waits (up to the configured timeout) until every TX buffer has come back.
+    ///
+    /// # Errors
+    /// [`DeviceError::TxTimeout`] if some response did not come in time.
+    pub fn wait_tx_idle(&mut self) -> Result<(), DeviceError> {
+        self.wait_tx_room(self.tx_busy.len(), 0)
+    }
+
     /// Waits for `buffers` free TX buffers and `slots` free TX ring slots, reaping
     /// responses, sleeping on the event channel while there are none.
-    fn wait_tx_room(&mut self, buffers: usize, slots: usize) -> Result<(), DeviceError> {
+    pub(super) fn wait_tx_room(&mut self, buffers: usize, slots: usize) -> Result<(), DeviceError> {
         let deadline = Instant::now() + self.config.timeout;
         loop {
             if self.tx_free.len() >= buffers && self.tx.free_requests() as usize >= slots {

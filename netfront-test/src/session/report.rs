@@ -106,7 +106,7 @@ impl PeerReport {
             corrupt: received.corrupt,
             foreign: received.foreign,
             device: DeviceCounts {
-                tx_errors: stats.tx_errors,
+                tx_errors: stats.tx_errors + stats.tx_dropped,
                 rx_errors: stats.rx_errors,
                 protocol_errors: stats.protocol_errors,
                 notifications_sent: stats.notifications_sent,
