@@ -123,9 +123,12 @@ measure() {
         for t in "tcp-dom0-to-domU:" "tcp-domU-to-dom0:-R" "udp64-dom0-to-domU:-u -l 64 -b 0" "udp64-domU-to-dom0:-u -l 64 -b 0 -R"; do
             local label=${t%%:*} opts=${t#*:} secs=$IPERF_SECS
             case $label in udp*) secs=$UDP_SECS ;; esac
+            # dom0's TCP/IP counters around each run (retransmits, out-of-order, checksum errors)
+            cat /proc/net/snmp /proc/net/netstat > "$D/run$k-$label.nstat-before" 2>/dev/null
             # shellcheck disable=SC2086
             timeout $((secs + 30)) iperf3 -c "$ip" -t "$secs" -J $opts > "$D/run$k-$label.json" 2>"$D/run$k-$label.err"
             rc=$?
+            cat /proc/net/snmp /proc/net/netstat > "$D/run$k-$label.nstat-after" 2>/dev/null
             [ $rc = 0 ] || { fails=$((fails + 1)); echo "LAB-INFO $P run$k $label: iperf3 rc=$rc $(grep -o '"error":.*' "$D/run$k-$label.json")"; }
             sleep 1
         done

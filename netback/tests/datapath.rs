@@ -61,12 +61,12 @@ fn malformed_tx_requests_get_errors_and_the_vif_lives() -> anyhow::Result<()> {
     ensure!(h.wait_tx(1)?[0].status == NETIF_RSP_ERROR);
     ensure!(vif.counters.snapshot().tx_dropped_copy_failed == 1);
 
-    // A 19-slot chain: every slot ERROR, dropped, not fatal.
-    let mut chain = vec![h.tx_request(0, 0, &frame(MAC_B, MAC_H, 19 * 20, 2), NETTXF_MORE_DATA)];
-    chain.extend((1..19).map(|i| h.tx_request(i, 0, &[3; 20], if i < 18 { NETTXF_MORE_DATA } else { 0 })));
+    // A 21-slot chain (20 follow-ons, beyond Linux's 18): every slot ERROR, dropped, not fatal.
+    let mut chain = vec![h.tx_request(0, 0, &frame(MAC_B, MAC_H, 21 * 20, 2), NETTXF_MORE_DATA)];
+    chain.extend((1..21).map(|i| h.tx_request(i, 0, &[3; 20], if i < 20 { NETTXF_MORE_DATA } else { 0 })));
     h.push_tx(&chain)?;
-    let rsps = h.wait_tx(19)?;
-    ensure!(rsps.len() == 19 && rsps.iter().all(|r| r.status == NETIF_RSP_ERROR), "{rsps:?}");
+    let rsps = h.wait_tx(21)?;
+    ensure!(rsps.len() == 21 && rsps.iter().all(|r| r.status == NETIF_RSP_ERROR), "{rsps:?}");
     ensure!(vif.counters.snapshot().tx_dropped_bad_request == 2);
 
     // An unsupported extra (multicast add): ERROR for the packet, NULL for the extra.
@@ -122,10 +122,11 @@ fn cross_page_request_is_fatal_and_others_keep_working() -> anyhow::Result<()> {
 }
 
 #[test]
-fn twenty_slot_chain_is_fatal() -> anyhow::Result<()> {
+fn twenty_two_slot_chain_is_fatal() -> anyhow::Result<()> {
     let (host, _dom0) = setup()?;
-    expect_fatal(&host, "chain20", |h| {
-        (0..20).map(|i| h.tx_request(i, 0, &[7; 20], if i < 19 { NETTXF_MORE_DATA } else { 0 })).collect()
+    // Linux: fatal once a 21st follow-on slot is announced.
+    expect_fatal(&host, "chain22", |h| {
+        (0..22).map(|i| h.tx_request(i, 0, &[7; 20], if i < 21 { NETTXF_MORE_DATA } else { 0 })).collect()
     })
 }
 

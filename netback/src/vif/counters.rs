@@ -49,7 +49,7 @@ counters! {
     /// Bytes of those frames.
     tx_bytes,
     /// TX frames answered `NETIF_RSP_ERROR` because the request was invalid (offset + size
-    /// beyond the page, shorter than an Ethernet header, a chain of 18 or 19 slots, a
+    /// beyond the page, shorter than an Ethernet header, a chain of 20 or 21 slots, a
     /// follow-on slot larger than the rest of the packet, an unsupported extra).
     tx_dropped_bad_request,
     /// TX frames whose grant copy failed (the frontend's grant was bad).

@@ -228,11 +228,10 @@ impl TxPath {
             ExtraInfo::Gso { size, gso_type, .. } => Some(Gso { kind: gso_kind(gso_type), size }),
             _ => None,
         });
-        let chain = 1 + p.frags.len();
         let reason = if p.extras.iter().any(|e| !matches!(e.info, ExtraInfo::Gso { .. })) {
             Some("extra info other than GSO (no multicast control or hash negotiated)")
-        } else if chain >= LEGACY_SLOTS_MAX {
-            Some("more_data chain of 18 or 19 slots")
+        } else if p.frags.len() > LEGACY_SLOTS_MAX {
+            Some("more_data chain of 20 or 21 slots")
         } else if p.first_len.is_none() {
             Some("follow-on slots larger than the packet")
         } else if usize::from(p.first.size) < ETH_HLEN {

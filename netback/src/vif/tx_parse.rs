@@ -11,11 +11,15 @@ use netif::{BackRing, Extra, ExtraInfo, NetifExtraInfo, RingKind, RingMemory, Tx
 
 use super::DatapathError;
 
-/// Linux's `fatal_skb_slots`: a `more_data` chain of this many slots (or more) is an attack.
+/// Linux's `fatal_skb_slots`: a packet with more follow-on slots than this (a `more_data`
+/// chain of 22 slots or more) is an attack. Like Linux's `xenvif_count_requests`, the
+/// limits count the slots after the first.
 pub(super) const FATAL_SKB_SLOTS: usize = 20;
 
-/// Linux's `XEN_NETBK_LEGACY_SLOTS_MAX` (`XEN_NETIF_NR_SLOTS_MIN`): a chain of this many
-/// slots (up to [`FATAL_SKB_SLOTS`]) is answered ERROR and dropped.
+/// Linux's `XEN_NETBK_LEGACY_SLOTS_MAX` (`XEN_NETIF_NR_SLOTS_MIN`): the most follow-on slots
+/// a packet may have (a chain of up to 19 slots is served; Linux netfront sends up to 18,
+/// a 64 KiB GSO frame). With more (up to [`FATAL_SKB_SLOTS`]) it is answered ERROR and
+/// dropped.
 pub(super) const LEGACY_SLOTS_MAX: usize = 18;
 
 /// One packet's slots, in ring order: `first`, then `extras`, then `frags`.
@@ -89,7 +93,7 @@ fn check_gso(extra: &Extra) -> Result<(), DatapathError> {
 ///
 /// # Errors
 /// Fatal protocol violations: a slot crossing its page, an extra of type 0 or ≥ MAX, a GSO
-/// extra of size 0 or unknown type, a chain of [`FATAL_SKB_SLOTS`] or more, a packet longer
+/// extra of size 0 or unknown type, more than [`FATAL_SKB_SLOTS`] follow-on slots, a packet longer
 /// than the ring; ring index errors.
 pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed, DatapathError> {
     let Some(first) = ring.peek_request(0).map_err(ring_err)? else { return Ok(Parsed::Empty) };
@@ -126,9 +130,10 @@ pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed,
     let mut frags: Vec<TxRequest> = Vec::new();
     let mut more = first.flags & NETTXF_MORE_DATA != 0;
     while more {
-        let chain_len = 1 + frags.len() + 1;
-        if chain_len >= FATAL_SKB_SLOTS {
-            return Err(protocol(format!("malicious frontend using {chain_len}+ slots in one packet")));
+        // Linux's check before it reads another follow-on slot.
+        if frags.len() >= FATAL_SKB_SLOTS {
+            let chain = 1 + frags.len() + 1;
+            return Err(protocol(format!("malicious frontend using {chain}+ slots in one packet")));
         }
         let Some(req) = ring.peek_request(ahead).map_err(ring_err)? else { return missing(ahead) };
         ahead += 1;
@@ -198,16 +203,18 @@ mod tests {
 
     #[test]
     fn chain_limits() {
+        // Linux's xenvif_count_requests: fatal once a 21st follow-on slot is announced (a
+        // 22-slot chain); 21 slots still parse (the TX path drops 20 and 21).
         let (mut front, back) = rings();
-        let mut chain = vec![req(0, 19 * 10, NETTXF_MORE_DATA)];
-        chain.extend((1..19).map(|i| req(0, 10, if i < 18 { NETTXF_MORE_DATA } else { 0 })));
+        let mut chain = vec![req(0, 21 * 10, NETTXF_MORE_DATA)];
+        chain.extend((1..21).map(|i| req(0, 10, if i < 20 { NETTXF_MORE_DATA } else { 0 })));
         push(&mut front, &chain);
-        let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("19-slot chain is a packet") };
-        assert_eq!(p.slots(), 19);
+        let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("a 21-slot chain is a packet") };
+        assert_eq!(p.slots(), 21);
 
         let (mut front, back) = rings();
-        push(&mut front, &vec![req(0, 10, NETTXF_MORE_DATA); 19]);
-        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))), "20th slot announced");
+        push(&mut front, &vec![req(0, 10, NETTXF_MORE_DATA); 21]);
+        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))), "22nd slot announced");
     }
 
     #[test]
