@@ -23,6 +23,8 @@ HOSTILE_MODES = ["ungranted-ring", "ring-overflow", "bad-tx-gref"]  # lab/dom0/m
 METRICS = [
     ("tcp_dom0_to_domU", "TCP dom0→domU (guest RX)", "Mbit/s", "high"),
     ("tcp_domU_to_dom0", "TCP domU→dom0 (guest TX, -R)", "Mbit/s", "high"),
+    ("tcp_dom0_to_domU_retr", "TCP dom0→domU, retransmits", "segments", "low"),
+    ("tcp_domU_to_dom0_retr", "TCP domU→dom0, retransmits", "segments", "low"),
     ("udp64_dom0_to_domU_sent", "UDP 64 B dom0→domU, sent", "kpps", "high"),
     ("udp64_dom0_to_domU_recv", "UDP 64 B dom0→domU, received", "kpps", "high"),
     ("udp64_dom0_to_domU_loss", "UDP 64 B dom0→domU, loss", "%", "low"),
@@ -54,6 +56,14 @@ def iperf_tcp(path):
     if not j or "error" in j:
         return None
     return j["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def iperf_retransmits(path):
+    """The sender's TCP retransmissions (iperf3 reports them for either end)."""
+    j = load_json(path)
+    if not j or "error" in j:
+        return None
+    return j["end"].get("sum_sent", {}).get("retransmits")
 
 
 def iperf_udp(path):
@@ -109,6 +119,9 @@ def collect(res, phase):
             v = iperf_tcp(d / f"run{k}-{key.replace('_', '-')}.json")
             if v is not None:
                 vals[key].append(v)
+            r = iperf_retransmits(d / f"run{k}-{key.replace('_', '-')}.json")
+            if r is not None:
+                vals[key + "_retr"].append(float(r))
         for key in ("udp64_dom0_to_domU", "udp64_domU_to_dom0"):
             v = iperf_udp(d / f"run{k}-{key.replace('_', '-')}.json")
             if v is not None:
