@@ -226,17 +226,19 @@ def profile_section(res):
         rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
     except OSError:
         return []
-    out = ["## Our daemon's cost per frame (strace -c -f while one workload runs)", "",
-           "Frames: the TAP's rx+tx packets. strace slows the daemon, so these runs are not the table's; "
-           "the counts per frame are what matters. Top syscalls: `ours/profile-<workload>-strace.txt`; "
-           "notifications and batch sizes: `ours/profile-<workload>-stats-after.txt`.", "",
-           "| workload | frames | syscalls | per frame | context switches | per frame |", "|---|---:|---:|---:|---:|---:|"]
+    out = ["## Our daemon's cost per frame", "",
+           "Frames: the TAP's rx+tx packets while one workload runs. Context switches (all the daemon's "
+           "threads) come from a plain pass, syscalls from a second pass under `strace -c -f`, whose "
+           "rates are not the table's. Top syscalls: `ours/profile-<workload>-strace.txt`; notifications "
+           "and batch sizes: `ours/profile-<workload>-stats-{before,after}.txt`.", "",
+           "| workload | frames | context switches per frame | frames (strace pass) | syscalls | per frame |",
+           "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        if len(row) < 4:
+        if len(row) < 5:
             continue
-        label, frames, calls, ctx = row[0], int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
-        per = lambda n: f"{n / frames:.2f}" if frames else "–"
-        out.append(f"| {label} | {frames} | {calls} | {per(calls)} | {ctx} | {per(ctx)} |")
+        label, frames, ctx, sframes, calls = row[0], *(int(x or 0) for x in row[1:5])
+        per = lambda n, d: f"{n / d:.2f}" if d else "–"
+        out.append(f"| {label} | {frames} | {per(ctx, frames)} | {sframes} | {calls} | {per(calls, sframes)} |")
     out.append("")
     return out
 
