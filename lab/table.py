@@ -41,6 +41,7 @@ METRICS = [
     ("detach_s", "xl network-detach", "s", "low"),
     ("attach_to_ping_s", "xl network-attach → ping", "s", "low"),
     ("hostile_s", "hostile frontends (3 nbtest domUs)", "s", "low"),
+    ("soak_cycle_s", "soak: one detach + attach cycle", "s", "low"),
 ]
 
 
