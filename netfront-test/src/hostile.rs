@@ -1,22 +1,43 @@
-//! Hostile frontend modes: a frontend that grants nonsense, to check that a backend disables
-//! only the offending vif (an `error` node in its backend directory, state Closing) and
-//! stays alive, as Linux netback does.
+//! Hostile frontend modes: a frontend that produces, on demand, each bad input of the
+//! catalogue in `netif.md` §4.2, to check that a backend reacts as Linux netback does:
+//! disables only the offending vif (an `error` node in its backend directory, state
+//! Closing), or answers the packet `NETIF_RSP_ERROR` and drops it, or serves it, and stays
+//! alive. [`Mode::expect`] says which; [`Mode::EVERY`] lists them (item of §4.2 in brackets):
 //!
-//! * [`Mode::UngrantedRing`]: the handshake of [`Netfront::connect`], but `tx-ring-ref`
-//!   names [`UNGRANTED_REF`], a grant we never made; every other key is good;
-//! * [`Mode::RingOverflow`]: a proper connection, then a TX `req_prod` [`OVERFLOW_RINGS`]
-//!   rings beyond `rsp_prod`, and a notification;
-//! * [`Mode::BadTxGref`]: a proper connection, then one TX request naming
-//!   [`UNGRANTED_REF`]; the backend must answer it `NETIF_RSP_ERROR` and keep the vif.
+//! * disabled: [`Mode::UngrantedRing`] (a `tx-ring-ref` naming [`UNGRANTED_REF`]),
+//!   [`Mode::RingOverflow`] (TX `req_prod` [`OVERFLOW_RINGS`] rings beyond `rsp_prod`, [1]),
+//!   [`Mode::AttachOverflow`] (the ring attached with `req_prod − rsp_prod > 256`, [1]),
+//!   [`Mode::Chain22`] and [`Mode::ChainUnterminated`] ([3]), [`Mode::CrossPage`] ([4]),
+//!   [`Mode::ExtraMissing`], [`Mode::ExtraType0`], [`Mode::ExtraTypeMax`],
+//!   [`Mode::ExtraEndless`], [`Mode::GsoSize0`], [`Mode::GsoBadType`] ([6]);
+//! * dropped (every data slot `NETIF_RSP_ERROR`, extras `NETIF_RSP_NULL`, vif kept):
+//!   [`Mode::Chain20`], [`Mode::Chain21`] ([3]), [`Mode::Runt`], [`Mode::SizeMismatch`] ([4]),
+//!   [`Mode::BadTxGref`] and [`Mode::RevokedTxGref`] ([7]);
+//! * served (every slot OKAY, the frames sent to [`HostileConfig::to`] as test frames of
+//!   [`HostileConfig::flow`]): [`Mode::Chain19`] ([3]), [`Mode::ZeroSizeFrags`],
+//!   [`Mode::SplitHeaders`] ([5]), [`Mode::GsoNoCsum`] (a TCP GSO frame, [6]);
+//! * survived (vif kept, no error): [`Mode::DoubleFetch`] ([2]: a thread rewrites size,
+//!   offset and flags of posted slots while good frames flow), [`Mode::RoRxGrant`] ([7]:
+//!   read-only RX buffers; an ARP request to [`HostileConfig::peer_ip`] brings a reply that
+//!   must be answered ERROR), [`Mode::RxNone`] and [`Mode::RxOneShort`] ([8]: no RX buffer,
+//!   or one while every frame needs two), [`Mode::NotifyStorm`] ([11]).
+//!
+//! Not here: the control ring ([9]; the backend implements none) and xenstore garbage
+//! ([10]; toolstack-side, played by the tests themselves).
 //!
 //! What the backend did is read from its directory (the path in our `backend` key, which
 //! the toolstack lets the frontend domain read) into a [`BackendView`].
+
+mod modes;
+pub mod raw;
+
+pub use modes::{HostileConfig, run};
 
 use crate::device::{DeviceError, Netfront};
 use crate::xenbus::{self, XenbusError, XenbusState};
 use grant::{Access, EventChannel, EventChannels, GrantAlloc, GrantRef};
 use netif::abi::{NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_OKAY};
-use netif::{FrontRing, RingKind, RxRing, TxRing};
+use netif::{FrontRing, RingError, RingKind, RxRing, TxRing};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -36,8 +57,25 @@ const POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum HostileError {
     /// The mode name is not one of [`Mode::ALL`].
-    #[error("unknown hostile mode {name:?} (known: ungranted-ring, ring-overflow, bad-tx-gref)")]
+    #[error("unknown hostile mode {name:?} (known: {})", Mode::EVERY.map(Mode::name).join(", "))]
     UnknownMode { name: String },
+    /// A hand-written ring operation failed.
+    #[error("{ring} ring")]
+    Ring {
+        ring: &'static str,
+        #[source]
+        source: RingError,
+    },
+    /// Writing a buffer page.
+    #[error("writing TX buffer {index}")]
+    Buffer {
+        index: usize,
+        #[source]
+        source: vm_memory::VolatileMemoryError,
+    },
+    /// Waiting on the event channel.
+    #[error("waiting for the event channel")]
+    Wait(#[source] std::io::Error),
     /// A handshake step failed.
     #[error("handshake")]
     Xenbus(#[from] XenbusError),
@@ -60,7 +98,7 @@ pub enum HostileError {
     },
 }
 
-/// What the hostile frontend does.
+/// What the hostile frontend does (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Publish a `tx-ring-ref` we never granted, go Connected.
@@ -69,11 +107,103 @@ pub enum Mode {
     RingOverflow,
     /// Connect, then post one TX request naming a grant we never made.
     BadTxGref,
+    /// Publish a TX ring whose `req_prod` is 266 ahead of `rsp_prod` at attach.
+    AttachOverflow,
+    /// Rewrite size, offset and flags of posted TX slots from a second thread.
+    DoubleFetch,
+    /// A `more_data` chain of 19 slots (the longest served).
+    Chain19,
+    /// A chain of 20 slots (dropped).
+    Chain20,
+    /// A chain of 21 slots (dropped).
+    Chain21,
+    /// A chain of 22 slots (fatal).
+    Chain22,
+    /// A chain whose last produced slot still says `more_data` (fatal, as in Linux).
+    ChainUnterminated,
+    /// A slot with `offset + size > 4096` (fatal).
+    CrossPage,
+    /// A 10-byte frame, and a 60-byte frame with 10 bytes in its first slot (dropped).
+    Runt,
+    /// A follow-on slot larger than the packet's total (dropped).
+    SizeMismatch,
+    /// Frames with zero-size follow-on slots (served).
+    ZeroSizeFrags,
+    /// Frames whose IP header is cut over 1- to 3-byte slots (served).
+    SplitHeaders,
+    /// `NETTXF_extra_info` and no extra slot produced (fatal).
+    ExtraMissing,
+    /// An extra of type 0 (fatal).
+    ExtraType0,
+    /// An extra of type `XEN_NETIF_EXTRA_TYPE_MAX` (fatal).
+    ExtraTypeMax,
+    /// Extras with `FLAG_MORE` filling the ring (fatal).
+    ExtraEndless,
+    /// A GSO extra with MSS 0 (fatal).
+    GsoSize0,
+    /// A GSO extra of unknown type (fatal).
+    GsoBadType,
+    /// A TCP GSO frame without `csum_blank` (served, its checksum completed).
+    GsoNoCsum,
+    /// A TX request naming a grant we revoked (ERROR).
+    RevokedTxGref,
+    /// RX buffers granted read-only (the copy fails: ERROR, frame dropped, vif kept).
+    RoRxGrant,
+    /// No RX buffer posted, ever.
+    RxNone,
+    /// One RX buffer posted while every frame for us needs two.
+    RxOneShort,
+    /// Notifications in a tight loop, with no work.
+    NotifyStorm,
+}
+
+/// How the backend must react to a mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Error node and Closing.
+    Disabled,
+    /// Every data slot ERROR (extras NULL), the vif kept without error.
+    Dropped,
+    /// Every slot OKAY (extras NULL), the vif kept without error.
+    Served,
+    /// The vif kept without error, and the mode's own check passed.
+    Survives,
 }
 
 impl Mode {
-    /// Every mode, in the order the lab runs them.
+    /// The modes the Xen lab runs, in its order.
     pub const ALL: [Mode; 3] = [Mode::UngrantedRing, Mode::RingOverflow, Mode::BadTxGref];
+
+    /// Every mode.
+    pub const EVERY: [Mode; 27] = [
+        Mode::UngrantedRing,
+        Mode::RingOverflow,
+        Mode::BadTxGref,
+        Mode::AttachOverflow,
+        Mode::DoubleFetch,
+        Mode::Chain19,
+        Mode::Chain20,
+        Mode::Chain21,
+        Mode::Chain22,
+        Mode::ChainUnterminated,
+        Mode::CrossPage,
+        Mode::Runt,
+        Mode::SizeMismatch,
+        Mode::ZeroSizeFrags,
+        Mode::SplitHeaders,
+        Mode::ExtraMissing,
+        Mode::ExtraType0,
+        Mode::ExtraTypeMax,
+        Mode::ExtraEndless,
+        Mode::GsoSize0,
+        Mode::GsoBadType,
+        Mode::GsoNoCsum,
+        Mode::RevokedTxGref,
+        Mode::RoRxGrant,
+        Mode::RxNone,
+        Mode::RxOneShort,
+        Mode::NotifyStorm,
+    ];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -81,12 +211,58 @@ impl Mode {
             Mode::UngrantedRing => "ungranted-ring",
             Mode::RingOverflow => "ring-overflow",
             Mode::BadTxGref => "bad-tx-gref",
+            Mode::AttachOverflow => "attach-overflow",
+            Mode::DoubleFetch => "double-fetch",
+            Mode::Chain19 => "chain-19",
+            Mode::Chain20 => "chain-20",
+            Mode::Chain21 => "chain-21",
+            Mode::Chain22 => "chain-22",
+            Mode::ChainUnterminated => "chain-unterminated",
+            Mode::CrossPage => "cross-page",
+            Mode::Runt => "runt",
+            Mode::SizeMismatch => "size-mismatch",
+            Mode::ZeroSizeFrags => "zero-size-frags",
+            Mode::SplitHeaders => "split-headers",
+            Mode::ExtraMissing => "extra-missing",
+            Mode::ExtraType0 => "extra-type-0",
+            Mode::ExtraTypeMax => "extra-type-max",
+            Mode::ExtraEndless => "extra-endless",
+            Mode::GsoSize0 => "gso-size-0",
+            Mode::GsoBadType => "gso-bad-type",
+            Mode::GsoNoCsum => "gso-no-csum",
+            Mode::RevokedTxGref => "revoked-tx-gref",
+            Mode::RoRxGrant => "ro-rx-grant",
+            Mode::RxNone => "rx-none",
+            Mode::RxOneShort => "rx-one-short",
+            Mode::NotifyStorm => "notify-storm",
+        }
+    }
+
+    /// How the backend must react.
+    pub fn expect(self) -> Expect {
+        use Mode::*;
+        match self {
+            UngrantedRing | RingOverflow | AttachOverflow | Chain22 | ChainUnterminated | CrossPage | ExtraMissing
+            | ExtraType0 | ExtraTypeMax | ExtraEndless | GsoSize0 | GsoBadType => Expect::Disabled,
+            BadTxGref | RevokedTxGref | Chain20 | Chain21 | Runt | SizeMismatch => Expect::Dropped,
+            Chain19 | ZeroSizeFrags | SplitHeaders | GsoNoCsum => Expect::Served,
+            DoubleFetch | RoRxGrant | RxNone | RxOneShort | NotifyStorm => Expect::Survives,
         }
     }
 
     /// Whether the backend must disable the vif (otherwise it must keep it Connected).
     pub fn expects_disabled(self) -> bool {
-        !matches!(self, Mode::BadTxGref)
+        self.expect() == Expect::Disabled
+    }
+
+    /// How many frames a served mode sends to [`HostileConfig::to`] (test frames of
+    /// [`HostileConfig::flow`], sequence 0, 1, …; for [`Mode::GsoNoCsum`] one TCP frame).
+    pub fn served_frames(self) -> u64 {
+        match self {
+            Mode::Chain19 | Mode::GsoNoCsum => 1,
+            Mode::ZeroSizeFrags | Mode::SplitHeaders => 3,
+            _ => 0,
+        }
     }
 }
 
@@ -94,7 +270,7 @@ impl FromStr for Mode {
     type Err = HostileError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| HostileError::UnknownMode { name: s.to_owned() })
+        Mode::EVERY.into_iter().find(|m| m.name() == s).ok_or_else(|| HostileError::UnknownMode { name: s.to_owned() })
     }
 }
 
@@ -152,18 +328,35 @@ pub struct Report {
     pub view: BackendView,
     /// [`Mode::BadTxGref`]: the status of the bad request's response.
     pub tx_status: Option<i16>,
+    /// The statuses of the responses to the hostile slots, in ring order.
+    pub statuses: Vec<i16>,
+    /// The statuses Linux netback would give them.
+    pub want: Vec<i16>,
+    /// The mode's own check (a [`Expect::Survives`] mode's, and the statuses).
+    pub ok: bool,
+    /// What else the mode saw, for the report line.
+    pub detail: String,
 }
 
 impl Report {
-    /// The backend did what Linux netback does: disabled the vif with an error, or (for a
-    /// bad TX grant) answered `NETIF_RSP_ERROR` and kept the vif Connected without error.
+    /// A report with nothing but the mode and the view.
+    pub fn new(mode: Mode, view: BackendView) -> Self {
+        Report { mode, view, tx_status: None, statuses: Vec::new(), want: Vec::new(), ok: true, detail: String::new() }
+    }
+
+    /// The backend did what Linux netback does: disabled the vif with an error, or kept it
+    /// Connected without error with every status as Linux would give it (and the mode's
+    /// own check passed).
     pub fn passed(&self) -> bool {
-        if self.mode.expects_disabled() {
-            self.view.disabled()
-        } else {
-            self.tx_status == Some(NETIF_RSP_ERROR)
-                && self.view.state == Some(XenbusState::Connected)
-                && self.view.error.is_none()
+        match self.mode.expect() {
+            Expect::Disabled => self.view.disabled(),
+            _ => {
+                let statuses = match self.mode {
+                    Mode::BadTxGref => self.tx_status == Some(NETIF_RSP_ERROR),
+                    _ => self.statuses == self.want,
+                };
+                statuses && self.ok && self.view.state == Some(XenbusState::Connected) && self.view.error.is_none()
+            }
         }
     }
 }
@@ -173,6 +366,12 @@ impl fmt::Display for Report {
         write!(f, "hostile {}: ", self.mode)?;
         if let Some(status) = self.tx_status {
             write!(f, "TX status {status}, ")?;
+        }
+        if !self.statuses.is_empty() || !self.want.is_empty() {
+            write!(f, "statuses {:?} (want {:?}), ", self.statuses, self.want)?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, "{}, ", self.detail)?;
         }
         write!(f, "{}", self.view)
     }
@@ -208,7 +407,7 @@ where
     if let Err(e) = xenbus::close(xs, &info.dir, &info.backend, timeout) {
         tracing::warn!(error = %e, "closing after the hostile handshake");
     }
-    Ok(Report { mode: Mode::UngrantedRing, view, tx_status: None })
+    Ok(Report::new(Mode::UngrantedRing, view))
 }
 
 /// [`Mode::RingOverflow`] on a connected `nf`: publishes a TX `req_prod` of `rsp_prod` +
@@ -220,7 +419,7 @@ pub fn ring_overflow<C: EventChannel>(nf: &mut Netfront<C>, timeout: Duration) -
     nf.publish_tx_req_prod(req_prod)?;
     tracing::info!(rsp_prod, req_prod, "published an overflowing TX req_prod");
     let view = wait_disabled(nf.xenstore(), &nf.info().backend, timeout)?;
-    Ok(Report { mode: Mode::RingOverflow, view, tx_status: None })
+    Ok(Report::new(Mode::RingOverflow, view))
 }
 
 /// [`Mode::BadTxGref`] on a connected `nf`: posts one TX request naming [`UNGRANTED_REF`]
@@ -241,7 +440,7 @@ pub fn bad_tx_gref<C: EventChannel>(nf: &mut Netfront<C>) -> Result<Report, Host
     };
     tracing::info!(gref = UNGRANTED_REF, status, "TX request with an ungranted gref answered");
     let view = BackendView::read(nf.xenstore(), &nf.info().backend)?;
-    Ok(Report { mode: Mode::BadTxGref, view, tx_status: Some(status) })
+    Ok(Report { tx_status: Some(status), ..Report::new(Mode::BadTxGref, view) })
 }
 
 /// Waits (watch on the backend directory, at most `timeout`) until the backend disabled
@@ -268,7 +467,7 @@ mod tests {
 
     #[test]
     fn mode_names_round_trip() {
-        for mode in Mode::ALL {
+        for mode in Mode::EVERY {
             assert_eq!(mode.name().parse::<Mode>().unwrap(), mode);
             assert_eq!(mode.to_string(), mode.name());
         }
@@ -294,7 +493,7 @@ mod tests {
     fn verdicts_and_lines() {
         let disabled = view(Some(XenbusState::Closing), Some("mapping the TX ring"));
         let connected = view(Some(XenbusState::Connected), None);
-        let report = |mode, view: &BackendView, tx_status| Report { mode, view: view.clone(), tx_status };
+        let report = |mode, view: &BackendView, tx_status| Report { tx_status, ..Report::new(mode, view.clone()) };
 
         let r = report(Mode::RingOverflow, &disabled, None);
         assert!(r.passed());
@@ -307,5 +506,26 @@ mod tests {
         assert!(!report(Mode::BadTxGref, &connected, Some(NETIF_RSP_OKAY)).passed());
         assert!(!report(Mode::BadTxGref, &connected, Some(NETIF_RSP_DROPPED)).passed());
         assert!(!report(Mode::BadTxGref, &disabled, Some(NETIF_RSP_ERROR)).passed());
+
+        let dropped = |statuses: Vec<i16>| Report {
+            statuses,
+            want: vec![NETIF_RSP_ERROR; 2],
+            ..Report::new(Mode::Chain20, connected.clone())
+        };
+        assert!(dropped(vec![NETIF_RSP_ERROR; 2]).passed());
+        assert!(!dropped(vec![NETIF_RSP_ERROR]).passed());
+        assert!(!dropped(vec![NETIF_RSP_OKAY; 2]).passed());
+        let r = Report { ok: false, ..Report::new(Mode::NotifyStorm, connected.clone()) };
+        assert!(!r.passed());
+        assert!(Report::new(Mode::NotifyStorm, connected).passed());
+    }
+
+    #[test]
+    fn every_mode_is_listed_once() {
+        let mut names: Vec<_> = Mode::EVERY.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Mode::EVERY.len());
+        assert!(Mode::ALL.iter().all(|m| Mode::EVERY.contains(m)));
     }
 }

@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::{Context, bail};
 use clap::Parser;
 use grant::{EventChannel, EventChannels, GrantAlloc};
-use netfront_test::hostile::{self, Mode};
+use netfront_test::hostile::{self, HostileConfig, Mode};
 use netfront_test::mac::{Mac, format_mac, parse_mac};
 use netfront_test::stack::{Responder, arp_request, echo_request, parse_arp, parse_echo};
 use netfront_test::traffic::{FrameSize, Generator, GeneratorConfig, Next, Receiver};
@@ -67,11 +67,19 @@ struct Args {
     /// Join the simulated host named by the environment even if /dev/xen exists.
     #[arg(long)]
     sim: bool,
-    /// Misbehave instead: ungranted-ring, ring-overflow (the backend must disable the vif
-    /// with an error within --timeout) or bad-tx-gref (the backend must answer the request
-    /// NETIF_RSP_ERROR and keep the vif; --ping then checks that it still works).
+    /// Misbehave instead, as one entry of the bad-input catalogue (`netfront_test::hostile`
+    /// lists the modes): the backend must disable the vif with an error within --timeout,
+    /// or answer ERROR (bad-tx-gref: --ping then checks that the vif still works), or serve
+    /// the frames (sent to --to as test frames of flow --flow); ro-rx-grant asks --ping's
+    /// address (at --to) for ARP. Exits 0 only if the backend reacted as Linux netback does.
     #[arg(long, value_name = "MODE", conflicts_with_all = ["send", "receive"])]
     hostile: Option<Mode>,
+    /// How long double-fetch, notify-storm, rx-none and rx-one-short misbehave, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    hold: f64,
+    /// The flow of the test frames served hostile modes send.
+    #[arg(long, default_value_t = 0x4057)]
+    flow: u32,
 }
 
 fn mac_arg(s: &str) -> Result<Mac, String> {
@@ -150,6 +158,7 @@ fn misbehave<G: GrantAlloc + EventChannels>(args: &Args, domain: &G, xs: Client,
         }
         Mode::BadTxGref => {
             let mut nf = Netfront::connect(domain, xs, args.handle, config(args))?;
+            // (kept apart from `hostile::run` for the ping that follows)
             println!(
                 "connected vif {} as {} ({}), backend {}",
                 args.handle,
@@ -167,6 +176,23 @@ fn misbehave<G: GrantAlloc + EventChannels>(args: &Args, domain: &G, xs: Client,
             }
             close(nf);
             report
+        }
+        mode => {
+            let cfg = HostileConfig {
+                handle: args.handle,
+                timeout,
+                hold: Duration::from_secs_f64(args.hold),
+                to: args.to,
+                flow: args.flow,
+                ip: args.ip,
+                peer_ip: args.ping,
+            };
+            let report = hostile::run(domain, xs, mode, &cfg)?;
+            println!("{report}");
+            if !report.passed() {
+                bail!("hostile {mode}: want {:?} as Linux netback reacts", mode.expect());
+            }
+            return Ok(());
         }
     };
     if mode.expects_disabled() {

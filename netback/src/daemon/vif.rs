@@ -121,7 +121,14 @@ impl Vif {
         G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
     {
         if self.worker.as_ref().is_some_and(WorkerHandle::is_finished) {
-            self.fatal(ctx, XenbusError::Datapath("the worker thread ended".into()));
+            // Its own report may still wait in the fatal queue: take the reason from the
+            // thread itself, so the error node names it whichever comes first.
+            let message = match self.worker.take().map(WorkerHandle::stop) {
+                Some(WorkerExit::Fatal(e)) => with_causes(&e),
+                Some(WorkerExit::Panicked) => "the worker thread panicked".into(),
+                _ => "the worker thread ended".into(),
+            };
+            self.fatal(ctx, XenbusError::Datapath(message));
         }
         for _ in 0..3 {
             let inputs = match self.inputs(ctx.xs) {
@@ -159,7 +166,9 @@ impl Vif {
     where
         G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
     {
+        check_queues(ctx.xs, &self.frontend)?;
         let params = keys::read_connect_params(ctx.xs, &self.frontend, &self.backend)?;
+        check_rate(ctx.xs, &self.backend, self.id);
         self.mac = Some(xenbus::format_mac(&params.mac));
         let change = read_backend_knobs(ctx.xs, &self.backend, self.id);
         if let Err(e) = self.knobs.apply(&change) {
@@ -260,6 +269,54 @@ impl Vif {
     }
 }
 
+/// The most queues a frontend may ask for: we advertise no `multi-queue-max-queues`, so one.
+const MAX_QUEUES: u32 = 1;
+
+/// Linux's `connect`: `multi-queue-num-queues` (default 1) above the maximum is fatal ("guest
+/// requested %u queues, exceeding the maximum of %u."), and so is 0. Linux reads it with
+/// `xenbus_read_unsigned`, which turns a value that is not a number into the default; we
+/// refuse it instead, as we refuse every other frontend key that does not parse.
+fn check_queues(xs: &Client, frontend: &str) -> Result<(), XenbusError> {
+    let path = format!("{frontend}/multi-queue-num-queues");
+    let Some(value) = keys::read_optional(xs, &path)? else { return Ok(()) };
+    let queues = match value.parse::<u32>() {
+        Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => return Err(XenbusError::ParseKey { path, value, expected: "a number of queues" }),
+    };
+    if queues == 0 || queues > MAX_QUEUES {
+        return Err(XenbusError::Protocol(format!(
+            "{path}: guest requested {queues} queues, exceeding the maximum of {MAX_QUEUES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Linux's `xen_net_read_rate`: the toolstack's `rate` node, `<bytes>,<usecs>`. Linux warns
+/// "Failed to parse network rate limit. Traffic unlimited." when it does not parse and
+/// carries on; so do we. We do not enforce a rate that parses either (no credit scheduler
+/// yet), and say so.
+fn check_rate(xs: &Client, backend: &str, id: VifId) {
+    let path = format!("{backend}/rate");
+    let value = match keys::read_optional(xs, &path) {
+        Ok(Some(value)) => value,
+        Ok(None) => return,
+        Err(e) => return tracing::warn!("{id}: {e}"),
+    };
+    match parse_rate(&value) {
+        Some((bytes, usecs)) => tracing::warn!(
+            "{id}: {path} = {value:?} ({bytes} bytes per {usecs} µs): rate limiting is not implemented, traffic unlimited"
+        ),
+        None => tracing::warn!("{id}: {path} = {value:?}: failed to parse network rate limit, traffic unlimited"),
+    }
+}
+
+/// `<bytes>,<usecs>`, both decimal (Linux: `simple_strtoul` must consume each part whole).
+fn parse_rate(value: &str) -> Option<(u64, u64)> {
+    let (bytes, usecs) = value.split_once(',')?;
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u64>().ok()).flatten();
+    Some((number(bytes)?, number(usecs)?))
+}
+
 /// The vif's TAP device, if [`DaemonConfig::uplink`] gives it one: named by the backend's
 /// `vifname` node, else `vif<domid>.<handle>` like the kernel's. It stays down; the hotplug
 /// script brings it up and puts it on the bridge.
@@ -290,8 +347,16 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_causes;
+    use super::{parse_rate, with_causes};
     use crate::vif::DatapathError;
+
+    #[test]
+    fn rates_parse_as_linux_reads_them() {
+        assert_eq!(parse_rate("10000000,50000"), Some((10_000_000, 50_000)));
+        for bad in ["", "fast", "100", "100,", ",5", "1,2,3", "-1,5", "1 ,5"] {
+            assert_eq!(parse_rate(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_error_node_carries_every_cause() {

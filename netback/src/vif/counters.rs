@@ -49,7 +49,7 @@ counters! {
     /// Bytes of those frames.
     tx_bytes,
     /// TX frames answered `NETIF_RSP_ERROR` because the request was invalid (offset + size
-    /// beyond the page, shorter than an Ethernet header, a chain of 20 or 21 slots, a
+    /// beyond the page, a first slot shorter than an Ethernet header, a chain of 20 or 21 slots, a
     /// follow-on slot larger than the rest of the packet, an unsupported extra).
     tx_dropped_bad_request,
     /// TX frames whose grant copy failed (the frontend's grant was bad).
@@ -82,6 +82,10 @@ counters! {
     sw_segmentations,
     /// Events received from the frontend (taken from the event channel(s)).
     notifications_in,
+    /// Events after which a pass found nothing to do.
+    events_spurious,
+    /// Times the event channels were muted after spurious events in a row (a storm).
+    event_mutes,
     /// Events sent to the frontend.
     notifications_out,
     /// Grant-copy batches submitted (one hypercall each on Xen).

@@ -12,6 +12,17 @@
 //! then bounds the sleep. The uplink's level-readable fd is in the interest set only while
 //! the RX ring has unconsumed requests, otherwise a guest that posts no buffers would make
 //! it spin.
+//!
+//! Event storms (XSA-391's lesson, Linux's `xen_irq_lateeoi(.., XEN_EOI_FLAG_SPURIOUS)`): an
+//! event after which a pass finds nothing to do is spurious. After two spurious events in a
+//! row, with no progress in between (by whatever woke the worker), the channels leave the
+//! interest set for 1 ms, doubling with every further spurious event up to
+//! [`MAX_EVENT_MUTE`]; any pass that makes progress resets it. A well-behaved frontend
+//! notifies only after producing work, so it is never muted twice in a row; a notification
+//! that arrives after its work was already done (found by a pass the uplink woke) counts
+//! once and is forgiven by that pass. A frontend that
+//! notifies in a loop then costs its worker a wake-up per second instead of a core; the
+//! rings are still served whenever the worker runs for another reason.
 
 use grant::{EventChannel, EventChannels, GrantMapping, GrantOps};
 use netif::{BackRing, RxRing, TxRing};
@@ -21,6 +32,7 @@ use nix::sys::eventfd::EventFd;
 use std::error::Error;
 use std::fmt;
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use super::knobs::{KnobValues, Knobs};
 use super::mtu::MtuGate;
@@ -45,11 +57,36 @@ enum Token {
     Kill = 4,
     /// The coalescing timer.
     Timer = 5,
+    /// The end of an event mute ([`EventThrottle`]).
+    Unmute = 6,
 }
 
 impl Token {
     fn from_u64(v: u64) -> Option<Token> {
-        [Token::TxEvent, Token::RxEvent, Token::Uplink, Token::Kill, Token::Timer].into_iter().find(|t| *t as u64 == v)
+        [Token::TxEvent, Token::RxEvent, Token::Uplink, Token::Kill, Token::Timer, Token::Unmute]
+            .into_iter()
+            .find(|t| *t as u64 == v)
+    }
+}
+
+/// The longest mute of the event channels after spurious events (Linux: `HZ`).
+pub(super) const MAX_EVENT_MUTE: Duration = Duration::from_secs(1);
+
+/// Spurious-event backoff (see the module docs).
+#[derive(Debug)]
+struct EventThrottle {
+    /// Spurious events in a row.
+    spurious: u32,
+    /// Whether the channels are out of the interest set.
+    muted: bool,
+    timer: Timer,
+}
+
+impl EventThrottle {
+    /// How long to mute after `spurious` spurious events in a row (none for the first).
+    fn mute_for(spurious: u32) -> Option<Duration> {
+        let shift = spurious.checked_sub(2)?;
+        Some(Duration::from_millis(1u64 << shift.min(10)).min(MAX_EVENT_MUTE))
     }
 }
 
@@ -89,6 +126,7 @@ pub(super) struct Worker<G: GrantOps + EventChannels, U: Uplink> {
     coalescer: Coalescer,
     /// Whether the uplink fd is in the interest set (EPOLLIN) rather than disarmed.
     uplink_armed: bool,
+    throttle: EventThrottle,
     pub(super) tx_path: TxPath,
     pub(super) rx_path: RxPath,
 }
@@ -112,6 +150,8 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         epoll.add(uplink.ready_fd(), interest(Token::Uplink))?;
         epoll.add(kill, interest(Token::Kill))?;
         epoll.add(&timer, interest(Token::Timer))?;
+        let throttle = EventThrottle { spurious: 0, muted: false, timer: Timer::new()? };
+        epoll.add(&throttle.timer, interest(Token::Unmute))?;
         let seen = knobs.get();
         let uplink = MtuGate::new(uplink, seen.max_frame_len(), counters.clone());
         let Datapath { id, grants, tx, rx, tx_channel, rx_channel, config } = dp;
@@ -131,6 +171,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
             timer,
             coalescer: Coalescer::default(),
             uplink_armed: true,
+            throttle,
             tx_path: TxPath::default(),
             rx_path: RxPath::default(),
         })
@@ -162,7 +203,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     }
 
     fn serve(&mut self) -> Result<(), DatapathError> {
-        let mut events = [EpollEvent::empty(); 5];
+        let mut events = [EpollEvent::empty(); 6];
         // The frontend may have queued requests before we started: look before sleeping.
         let mut busy = true;
         loop {
@@ -172,21 +213,31 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 Err(Errno::EINTR) => 0,
                 Err(e) => return Err(DatapathError::Poll(e.into())),
             };
+            let mut took_event = false;
             for event in &events[..n] {
                 match Token::from_u64(event.data()) {
                     Some(Token::Kill) => return Ok(()),
-                    Some(Token::TxEvent) => self.take_event(false)?,
-                    Some(Token::RxEvent) => self.take_event(true)?,
+                    Some(Token::TxEvent) => took_event |= self.take_event(false)?,
+                    Some(Token::RxEvent) => took_event |= self.take_event(true)?,
                     Some(Token::Timer) => {
                         if self.timer.take() {
                             VifCounters::add(&self.counters.batching.timer_wakeups, 1);
                         }
+                    }
+                    Some(Token::Unmute) => {
+                        self.throttle.timer.take();
+                        self.mute_events(false)?;
                     }
                     Some(Token::Uplink) | None => {}
                 }
             }
             let knobs = self.refresh_knobs();
             let pass = self.pass(&knobs)?;
+            if pass.progress {
+                self.throttle.spurious = 0;
+            } else if took_event {
+                self.spurious_event()?;
+            }
             let pending = self.unpushed();
             if self.coalescer.hold(&knobs, pending, pass.more, pass.progress) {
                 VifCounters::add(&self.counters.batching.pushes_deferred, 1);
@@ -219,13 +270,46 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         tx + rx
     }
 
-    /// Consumes a pending event of the TX (or only) channel, or of the RX channel.
-    fn take_event(&self, rx: bool) -> Result<(), DatapathError> {
+    /// Consumes a pending event of the TX (or only) channel, or of the RX channel. True if
+    /// one was pending.
+    fn take_event(&self, rx: bool) -> Result<bool, DatapathError> {
         let channel = if rx { self.rx_channel.as_ref().unwrap_or(&self.tx_channel) } else { &self.tx_channel };
-        if channel.take_pending().map_err(DatapathError::EventChannel)? {
+        let pending = channel.take_pending().map_err(DatapathError::EventChannel)?;
+        if pending {
             VifCounters::add(&self.counters.notifications_in, 1);
         }
-        channel.unmask().map_err(DatapathError::EventChannel)
+        channel.unmask().map_err(DatapathError::EventChannel)?;
+        Ok(pending)
+    }
+
+    /// A pass after an event found nothing to do: enough of these in a row, with no
+    /// progress in between, mute the channels for a while.
+    fn spurious_event(&mut self) -> Result<(), DatapathError> {
+        VifCounters::add(&self.counters.events_spurious, 1);
+        self.throttle.spurious = self.throttle.spurious.saturating_add(1);
+        let Some(mute) = EventThrottle::mute_for(self.throttle.spurious) else { return Ok(()) };
+        if self.throttle.muted {
+            return Ok(());
+        }
+        tracing::debug!(vif = %self.id, spurious = self.throttle.spurious, ?mute, "spurious events: channels muted");
+        VifCounters::add(&self.counters.event_mutes, 1);
+        self.throttle.timer.arm(mute).map_err(|e| DatapathError::Poll(e.into()))?;
+        self.mute_events(true)
+    }
+
+    /// Takes the event channels out of the interest set (`mute`) or puts them back.
+    fn mute_events(&mut self, mute: bool) -> Result<(), DatapathError> {
+        if self.throttle.muted == mute {
+            return Ok(());
+        }
+        let flags = if mute { EpollFlags::empty() } else { EpollFlags::EPOLLIN };
+        let poll = |e: nix::Error| DatapathError::Poll(e.into());
+        self.epoll.modify(&self.tx_channel, &mut EpollEvent::new(flags, Token::TxEvent as u64)).map_err(poll)?;
+        if let Some(rx) = &self.rx_channel {
+            self.epoll.modify(rx, &mut EpollEvent::new(flags, Token::RxEvent as u64)).map_err(poll)?;
+        }
+        self.throttle.muted = mute;
+        Ok(())
     }
 
     /// Publishes both rings' responses and notifies the frontend: at most once per call
@@ -260,8 +344,6 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     /// meanwhile.
     fn rearm(&mut self, knobs: &KnobValues, tx_consumed: bool) -> Result<bool, DatapathError> {
         let mut tx_work = self.tx_path.final_check(&mut self.tx);
-        // Unconsumed requests without work: the TX path waits for the rest of a packet and
-        // set its own event.
         let mut ahead = false;
         if !tx_work && tx_consumed && knobs.req_event_ahead > 1 && self.tx.unconsumed_requests() == 0 {
             tx_work = self.tx.final_check_for_requests_with_event(knobs.req_event_ahead);
@@ -292,5 +374,18 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         self.epoll.modify(self.uplink.ready_fd(), &mut event).map_err(|e| DatapathError::Poll(e.into()))?;
         self.uplink_armed = armed;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mutes_start_at_the_second_spurious_event_and_double_up_to_a_second() {
+        let ms = |n| EventThrottle::mute_for(n).map(|d| d.as_millis());
+        assert_eq!((ms(0), ms(1)), (None, None));
+        assert_eq!((ms(2), ms(3), ms(4), ms(11)), (Some(1), Some(2), Some(4), Some(512)));
+        assert_eq!((ms(12), ms(13), ms(u32::MAX)), (Some(1000), Some(1000), Some(1000)));
     }
 }

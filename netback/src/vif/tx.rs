@@ -114,9 +114,6 @@ pub(super) struct TxContext<'a, G, U> {
 /// necessarily pushed), so `unanswered_requests() == 0` between drains.
 #[derive(Debug, Default)]
 pub(super) struct TxPath {
-    /// Non-zero while the packet at `req_cons` is incomplete: the unconsumed requests present
-    /// when we looked. The worker sleeps until the frontend produces more than that.
-    stalled: u32,
     answers: Vec<Answer>,
     frames: Vec<Pending>,
     /// The data slots of every planned frame, in order.
@@ -144,7 +141,6 @@ impl TxPath {
         ring: &mut BackRing<TxRing, M>,
         ctx: &TxContext<'_, G, U>,
     ) -> Result<bool, DatapathError> {
-        self.stalled = 0;
         self.answers.clear();
         self.frames.clear();
         self.slots.clear();
@@ -156,15 +152,6 @@ impl TxPath {
         while packets < ctx.batch {
             match parse(ring)? {
                 Parsed::Empty => break,
-                Parsed::Incomplete { have } => {
-                    tracing::debug!(have, "TX packet incomplete, waiting for the frontend");
-                    self.stalled = have;
-                    break;
-                }
-                Parsed::Blocked => {
-                    more = true;
-                    break;
-                }
                 Parsed::Packet(packet) => {
                     ring.skip_requests(packet.slots()).map_err(|source| DatapathError::Ring { ring: "TX", source })?;
                     ctx.counters.record_slots(packet.slots());
@@ -210,15 +197,7 @@ impl TxPath {
     /// Before sleeping: true if TX work is ready; otherwise the TX event is armed so the
     /// frontend's next request notifies us.
     pub fn final_check<M: RingMemory>(&self, ring: &mut BackRing<TxRing, M>) -> bool {
-        if self.stalled == 0 {
-            return ring.final_check_for_requests();
-        }
-        // Waiting for the rest of a packet: wake when req_prod passes what we saw.
-        if ring.unconsumed_requests() > self.stalled {
-            return true;
-        }
-        ring.set_req_event(ring.req_cons().wrapping_add(self.stalled + 1));
-        ring.unconsumed_requests() > self.stalled
+        ring.final_check_for_requests()
     }
 
     /// Plans the answers of one consumed packet, and its copy (or map, for a frame of at
@@ -234,8 +213,11 @@ impl TxPath {
             Some("more_data chain of 20 or 21 slots")
         } else if p.first_len.is_none() {
             Some("follow-on slots larger than the packet")
-        } else if usize::from(p.first.size) < ETH_HLEN {
-            Some("shorter than an Ethernet header")
+        } else if p.first_len.is_some_and(|len| usize::from(len) < ETH_HLEN) {
+            // Linux checks the first slot's own bytes (`txreq.size` after
+            // `xenvif_count_requests` took the follow-on sizes off): the Ethernet header
+            // must be in the first slot.
+            Some("first slot shorter than an Ethernet header")
         } else {
             None
         };

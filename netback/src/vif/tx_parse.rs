@@ -7,7 +7,7 @@
 
 use grant::PAGE_SIZE;
 use netif::abi::{NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6};
-use netif::{BackRing, Extra, ExtraInfo, NetifExtraInfo, RingKind, RingMemory, TxRequest, TxRing};
+use netif::{BackRing, Extra, ExtraInfo, NetifExtraInfo, RingMemory, TxRequest, TxRing};
 
 use super::DatapathError;
 
@@ -49,13 +49,6 @@ impl TxPacket {
 pub(super) enum Parsed {
     /// No request.
     Empty,
-    /// The packet's first `have` slots are produced, the rest not yet: wait for the frontend.
-    Incomplete {
-        /// Unconsumed requests present now.
-        have: u32,
-    },
-    /// The rest of the packet cannot be produced until we answer the requests we consumed.
-    Blocked,
     /// A whole packet, not consumed yet.
     Packet(TxPacket),
 }
@@ -91,32 +84,36 @@ fn check_gso(extra: &Extra) -> Result<(), DatapathError> {
 
 /// Reads the packet at `req_cons` without consuming anything.
 ///
+/// A packet whose slots run past the requests the frontend produced is fatal, as in Linux
+/// (`xenvif_get_extras`: "Missing extra info"; `xenvif_count_requests`: "Asked for %d
+/// slots but exceeds this limit"): a frontend publishes `req_prod` only after writing a
+/// whole packet (Linux netfront's `xennet_start_xmit` does), so a packet cut short by
+/// `req_prod` is a missing extra, a `more_data` chain that never ends, or a chain longer
+/// than the ring. Waiting for the rest instead would let such a frontend park its TX ring
+/// for ever with nothing to show for it.
+///
 /// # Errors
 /// Fatal protocol violations: a slot crossing its page, an extra of type 0 or ≥ MAX, a GSO
-/// extra of size 0 or unknown type, more than [`FATAL_SKB_SLOTS`] follow-on slots, a packet longer
-/// than the ring; ring index errors.
+/// extra of size 0 or unknown type, more than [`FATAL_SKB_SLOTS`] follow-on slots, a packet
+/// longer than the requests produced; ring index errors.
 pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed, DatapathError> {
+    // Linux's `work_to_do`: the requests produced past req_cons, read once.
+    let work = ring.unconsumed_requests();
+    if work == 0 {
+        return Ok(Parsed::Empty);
+    }
     let Some(first) = ring.peek_request(0).map_err(ring_err)? else { return Ok(Parsed::Empty) };
-    // The frontend can produce at most this many requests past req_cons until we answer
-    // the ones we consumed (`req_prod - rsp_prod_pvt <= SIZE`).
-    let reachable = TxRing::SIZE - ring.unanswered_requests();
-    let missing = |ahead: u32| {
-        if ahead < reachable {
-            Ok(Parsed::Incomplete { have: ahead })
-        } else if ring.unanswered_requests() > 0 {
-            Ok(Parsed::Blocked)
-        } else {
-            Err(protocol(format!("packet needs more than the {} slots of the ring", TxRing::SIZE)))
-        }
+    let missing = |ahead: u32, what: &str| -> Result<Parsed, DatapathError> {
+        Err(protocol(format!("{what}: the packet needs more than the {work} requests produced (slot {})", ahead + 1)))
     };
     let mut ahead = 1u32;
 
     let mut extras = Vec::new();
     if first.flags & NETTXF_EXTRA_INFO != 0 {
         loop {
-            let Some(raw) = ring.peek_request_as::<NetifExtraInfo>(ahead).map_err(ring_err)? else {
-                return missing(ahead);
-            };
+            let peeked =
+                if ahead < work { ring.peek_request_as::<NetifExtraInfo>(ahead).map_err(ring_err)? } else { None };
+            let Some(raw) = peeked else { return missing(ahead, "missing extra info") };
             ahead += 1;
             let extra = Extra::decode(&raw).map_err(|e| protocol(format!("extra info slot: {e}")))?;
             check_gso(&extra)?;
@@ -135,7 +132,8 @@ pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed,
             let chain = 1 + frags.len() + 1;
             return Err(protocol(format!("malicious frontend using {chain}+ slots in one packet")));
         }
-        let Some(req) = ring.peek_request(ahead).map_err(ring_err)? else { return missing(ahead) };
+        let peeked = if ahead < work { ring.peek_request(ahead).map_err(ring_err)? } else { None };
+        let Some(req) = peeked else { return missing(ahead, "more_data chain runs past the requests") };
         ahead += 1;
         check_in_page("follow-on TX slot", req.offset, req.size)?;
         more = req.flags & NETTXF_MORE_DATA != 0;
@@ -153,8 +151,8 @@ pub(super) fn parse<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<Parsed,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netif::FrontRing;
     use netif::abi::XEN_NETIF_EXTRA_FLAG_MORE;
+    use netif::{FrontRing, RingKind};
     use vm_memory::MmapRegion;
 
     fn rings() -> (FrontRing<TxRing, std::sync::Arc<MmapRegion>>, BackRing<TxRing, std::sync::Arc<MmapRegion>>) {
@@ -192,13 +190,17 @@ mod tests {
     }
 
     #[test]
-    fn incomplete_chain_waits_then_completes() {
+    fn chain_cut_short_by_req_prod_is_fatal() {
         let (mut front, back) = rings();
-        push(&mut front, &[req(0, 300, NETTXF_MORE_DATA)]);
-        assert!(matches!(parse(&back), Ok(Parsed::Incomplete { have: 1 })));
-        push(&mut front, &[req(0, 100, 0)]);
+        push(&mut front, &[req(0, 300, NETTXF_MORE_DATA), req(0, 100, 0)]);
         let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("packet expected") };
         assert_eq!((p.slots(), p.first_len), (2, Some(200)));
+
+        // Linux's xenvif_count_requests: a chain longer than the requests produced.
+        let (mut front, back) = rings();
+        push(&mut front, &[req(0, 300, NETTXF_MORE_DATA), req(0, 100, NETTXF_MORE_DATA)]);
+        let Err(DatapathError::TxProtocol(msg)) = parse(&back) else { panic!("fatal expected") };
+        assert!(msg.contains("more_data chain runs past"), "{msg}");
     }
 
     #[test]
@@ -222,11 +224,18 @@ mod tests {
         let (mut front, back) = rings();
         let gso = Extra { info: ExtraInfo::Gso { size: 1400, gso_type: 1, features: 0 }, more: true };
         let mcast = Extra { info: ExtraInfo::McastAdd([1, 0, 0x5e, 0, 0, 1]), more: false };
-        push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), gso.to_tx_request()]);
-        assert!(matches!(parse(&back), Ok(Parsed::Incomplete { have: 2 })));
-        push(&mut front, &[mcast.to_tx_request()]);
+        push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), gso.to_tx_request(), mcast.to_tx_request()]);
         let Ok(Parsed::Packet(p)) = parse(&back) else { panic!("packet expected") };
         assert_eq!(p.extras, vec![gso, mcast]);
+
+        // Linux's xenvif_get_extras: "Missing extra info".
+        let (mut front, back) = rings();
+        push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO), gso.to_tx_request()]);
+        let Err(DatapathError::TxProtocol(msg)) = parse(&back) else { panic!("fatal expected") };
+        assert!(msg.contains("missing extra info"), "{msg}");
+        let (mut front, back) = rings();
+        push(&mut front, &[req(0, 60, NETTXF_EXTRA_INFO)]);
+        assert!(matches!(parse(&back), Err(DatapathError::TxProtocol(_))));
 
         let (mut front, back) = rings();
         let zero = NetifExtraInfo { ty: 0, flags: XEN_NETIF_EXTRA_FLAG_MORE, u: [0; 6] };
