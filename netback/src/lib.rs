@@ -5,6 +5,9 @@
 pub mod control;
 pub mod daemon;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod offload;
 pub mod port;
 pub mod switch;

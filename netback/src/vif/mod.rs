@@ -12,6 +12,8 @@
 mod connect;
 mod counters;
 mod event_loop;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod histogram;
 pub mod knobs;
 mod mtu;

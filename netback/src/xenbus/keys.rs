@@ -40,7 +40,7 @@ fn read_u32(xs: &Client, path: &str, expected: &'static str) -> Result<u32, Xenb
 
 /// A plain decimal number (no sign, no spaces), as xenbus_scanf's `%u` would accept
 /// from a well-behaved peer.
-fn parse_u32(value: &str) -> Option<u32> {
+pub(crate) fn parse_u32(value: &str) -> Option<u32> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -87,7 +87,7 @@ fn read_flag(xs: &Client, dir: &str, key: &str, default: bool) -> Result<bool, X
     }))
 }
 
-fn parse_flag(value: &str) -> Option<bool> {
+pub(crate) fn parse_flag(value: &str) -> Option<bool> {
     parse_u32(value).map(|n| n != 0)
 }
 

@@ -76,6 +76,12 @@ impl OutQueue {
         let _ = self.cond.wait_timeout_while(st, timeout, |st| !st.finished);
     }
 
+    /// Takes every queued message without waiting (the fuzz harness has no writer thread).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn take_all(&self) -> Vec<Vec<u8>> {
+        self.lock().msgs.drain(..).collect()
+    }
+
     /// Next message; `None` once closed and drained.
     fn pop(&self) -> Option<Vec<u8>> {
         let mut st = self.lock();

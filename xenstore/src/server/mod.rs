@@ -9,6 +9,9 @@
 mod conn;
 mod dispatch;
 mod engine;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod perms;
 mod store;
 mod transaction;
