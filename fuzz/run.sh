@@ -31,7 +31,7 @@ for t in "${targets[@]}"; do
     "$bin/$t" "$found" "corpus/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$secs" \
         -max_len=4400 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"logs/$t.log" 2>&1 || true
     # Keep only what adds coverage to the corpus.
-    "$bin/$t" -merge=1 "corpus/$t" "$found" -max_len=4400 >"logs/$t.merge.log" 2>&1 || true
+    "$bin/$t" -merge=1 -artifact_prefix="artifacts/$t/" "corpus/$t" "$found" -max_len=4400 >"logs/$t.merge.log" 2>&1 || true
     rm -rf "$found"
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1)
     last=$(grep -E '^#[0-9]+' "logs/$t.log" | grep -E 'cov: ' | tail -1 || true)

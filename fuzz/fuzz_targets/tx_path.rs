@@ -104,7 +104,8 @@ fn oracle(t: &TxRingInput, batch: usize, grants: &FuzzGrants) -> Option<Vec<Expe
         ring.skip_requests(slots).ok()?;
         let accepted = extras.iter().all(|e| matches!(e.info, ExtraInfo::Gso { .. }))
             && frags.len() <= LEGACY_SLOTS_MAX
-            && first.size >= 14;
+            // Linux's runt rule: the Ethernet header in the first slot's own bytes.
+            && first_len.is_some_and(|len| len >= 14);
         let mut slices = vec![(first.gref, first.offset, first_len)];
         slices.extend(frags.iter().map(|f| (f.gref, f.offset, Some(f.size))));
         // A packet naming a grant that does not exist can never be sent (its copy or map

@@ -32,14 +32,8 @@ pub const LEGACY_SLOTS_MAX: usize = tx_parse::LEGACY_SLOTS_MAX;
 pub enum TxParsed {
     /// No request.
     Empty,
-    /// The first `have` slots of a packet are there, the rest not yet.
-    Incomplete {
-        /// Unconsumed requests present.
-        have: u32,
-    },
-    /// The rest of the packet needs responses first.
-    Blocked,
-    /// A whole packet (not consumed).
+    /// A whole packet (not consumed). A packet `req_prod` cuts short is a `TxProtocol`
+    /// error, as in Linux.
     Packet {
         /// The first request.
         first: TxRequest,
@@ -61,8 +55,6 @@ pub enum TxParsed {
 pub fn parse_tx<M: RingMemory>(ring: &BackRing<TxRing, M>) -> Result<TxParsed, DatapathError> {
     Ok(match tx_parse::parse(ring)? {
         Parsed::Empty => TxParsed::Empty,
-        Parsed::Incomplete { have } => TxParsed::Incomplete { have },
-        Parsed::Blocked => TxParsed::Blocked,
         Parsed::Packet(p) => {
             let slots = p.slots();
             TxParsed::Packet { first: p.first, extras: p.extras, frags: p.frags, first_len: p.first_len, slots }
