@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod daemon;
+mod error_chain;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

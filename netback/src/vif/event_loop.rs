@@ -29,8 +29,6 @@ use netif::{BackRing, RxRing, TxRing};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
-use std::error::Error;
-use std::fmt;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +39,7 @@ use super::rx::RxPath;
 use super::tx::TxPath;
 use super::worker::{DatapathError, FatalCallback, StopFlag};
 use super::{Datapath, DatapathConfig, VifCounters, VifId};
+use crate::error_chain::Chain;
 use crate::port::Uplink;
 
 /// What woke the worker; the `u64` of each epoll registration.
@@ -87,21 +86,6 @@ impl EventThrottle {
     fn mute_for(spurious: u32) -> Option<Duration> {
         let shift = spurious.checked_sub(2)?;
         Some(Duration::from_millis(1u64 << shift.min(10)).min(MAX_EVENT_MUTE))
-    }
-}
-
-/// An error with its chain of sources, on one line.
-struct Chain<'a>(&'a dyn Error);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
-        }
-        Ok(())
     }
 }
 

@@ -11,7 +11,6 @@ pub mod keys;
 pub mod machine;
 pub mod nodes;
 
-use std::error::Error as _;
 
 pub use netif::xenbus::XenbusState;
 
@@ -110,14 +109,7 @@ impl XenbusError {
 
     /// The `error` node's value: `"<errno> <message>"`, the message with every cause.
     pub fn node_value(&self) -> String {
-        let mut out = format!("{} {self}", self.errno());
-        let mut cause = self.source();
-        while let Some(c) = cause {
-            out.push_str(": ");
-            out.push_str(&c.to_string());
-            cause = c.source();
-        }
-        out
+        format!("{} {}", self.errno(), crate::error_chain::Chain(self))
     }
 }
 
