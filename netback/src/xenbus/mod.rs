@@ -11,7 +11,6 @@ pub mod keys;
 pub mod machine;
 pub mod nodes;
 
-
 pub use netif::xenbus::XenbusState;
 
 pub use self::keys::{ConnectParams, format_mac, parse_mac, read_connect_params, read_mac};

@@ -13,7 +13,7 @@ use crate::device::Features;
 use crate::xenbus::{self, FrontendInfo, XenbusError, XenbusState};
 use grant::{Access, EventChannel, EventChannels, GrantAlloc, GrantRef, SharedPages};
 use netif::ring::REQ_PROD_OFFSET;
-use netif::{FrontRing, RingError, RxRequest, RxResponse, RxRing, TxRequest, TxResponse, TxRing};
+use netif::{FrontRing, RingError, RingKind, RingMemory, RxRequest, RxResponse, RxRing, TxRequest, TxResponse, TxRing};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,6 +27,33 @@ pub const RX_BUFS: usize = 32;
 
 fn ring_err(ring: &'static str) -> impl Fn(RingError) -> HostileError {
     move |source| HostileError::Ring { ring, source }
+}
+
+/// Responses of `ring` (named `name` in errors) until `n` came or `within` passed, waiting on
+/// `front`'s channel between looks (at most 100 ms at a time).
+fn collect_responses<K: RingKind, M: RingMemory, C: EventChannel>(
+    ring: &mut FrontRing<K, M>,
+    name: &'static str,
+    front: &RawFront<C>,
+    n: usize,
+    within: Duration,
+) -> Result<Vec<K::Rsp>, HostileError> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n {
+        while let Some(rsp) = ring.next_response().map_err(ring_err(name))? {
+            got.push(rsp);
+        }
+        if got.len() >= n || ring.final_check_for_responses() {
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        front.wait(left.min(Duration::from_millis(100)))?;
+    }
+    Ok(got)
 }
 
 /// A connected (or connecting) frontend with hand-written rings.
@@ -173,42 +200,12 @@ impl<C: EventChannel> Rings<'_, C> {
 
     /// Collects TX responses until `n` came or `within` passed.
     pub fn tx_responses(&mut self, n: usize, within: Duration) -> Result<Vec<TxResponse>, HostileError> {
-        let deadline = Instant::now() + within;
-        let mut got = Vec::new();
-        while got.len() < n {
-            while let Some(rsp) = self.tx.next_response().map_err(ring_err("TX"))? {
-                got.push(rsp);
-            }
-            if got.len() >= n || self.tx.final_check_for_responses() {
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            self.front.wait(left.min(Duration::from_millis(100)))?;
-        }
-        Ok(got)
+        collect_responses(&mut self.tx, "TX", self.front, n, within)
     }
 
     /// Collects RX responses until `n` came or `within` passed.
     pub fn rx_responses(&mut self, n: usize, within: Duration) -> Result<Vec<RxResponse>, HostileError> {
-        let deadline = Instant::now() + within;
-        let mut got = Vec::new();
-        while got.len() < n {
-            while let Some(rsp) = self.rx.next_response().map_err(ring_err("RX"))? {
-                got.push(rsp);
-            }
-            if got.len() >= n || self.rx.final_check_for_responses() {
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            self.front.wait(left.min(Duration::from_millis(100)))?;
-        }
-        Ok(got)
+        collect_responses(&mut self.rx, "RX", self.front, n, within)
     }
 
     /// The requests of one packet carrying `frame`, cut into data slots of `sizes` bytes
