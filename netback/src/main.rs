@@ -64,6 +64,14 @@ struct Args {
     /// Seconds before the switch forgets an idle MAC.
     #[arg(long, default_value_t = SwitchConfig::default().mac_aging.as_secs())]
     mac_aging_secs: u64,
+    /// Where each connected vif's state file lives, so that the daemon, killed and started
+    /// again, takes its vifs over without the guests reconnecting (a tmpfs; default
+    /// `/run/netback/vifs` on Xen, `<sim dir>/netback-vifs` on the sim).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_state_dir")]
+    state_dir: Option<PathBuf>,
+    /// Keep no state files: a restarted daemon then makes Connected frontends reconnect.
+    #[arg(long)]
+    no_state_dir: bool,
 }
 
 impl Args {
@@ -78,6 +86,11 @@ impl Args {
         KnobValues::default().with(&old).with(&self.knobs)
     }
 
+    /// `--state-dir`, else `default` unless `--no-state-dir`.
+    fn state_dir(&self, default: PathBuf) -> Option<PathBuf> {
+        (!self.no_state_dir).then(|| self.state_dir.clone().unwrap_or(default))
+    }
+
     fn config(&self, control_socket: PathBuf, default_uplink: UplinkMode) -> DaemonConfig {
         DaemonConfig {
             backend_domid: 0,
@@ -90,6 +103,7 @@ impl Args {
             knobs: self.knobs(),
             control_socket: Some(self.control.clone().unwrap_or(control_socket)),
             uplink: self.uplink.unwrap_or(default_uplink),
+            state_dir: None,
         }
     }
 }
@@ -118,7 +132,11 @@ fn main() -> anyhow::Result<()> {
         let (grants, xs) = xen::open()?;
         let socket = args.control.clone().unwrap_or_else(|| PathBuf::from(daemon::XEN_CONTROL_SOCKET));
         xen::prepare_socket_dir(&socket)?;
-        let config = DaemonConfig { backend_domid: xen::own_domid(&xs), ..args.config(socket, UplinkMode::Auto) };
+        let config = DaemonConfig {
+            backend_domid: xen::own_domid(&xs),
+            state_dir: args.state_dir(PathBuf::from(daemon::XEN_STATE_DIR)),
+            ..args.config(socket, UplinkMode::Auto)
+        };
         daemon::run(grants, xs, config, stop.as_fd()).context("netback daemon")?;
         tracing::info!("netback stopped");
         return Ok(());
@@ -139,8 +157,11 @@ fn main() -> anyhow::Result<()> {
             dir
         }
     };
-    daemon::run_sim(&dir, args.config(dir.join(netback::control::SIM_SOCKET_NAME), UplinkMode::Switch), stop.as_fd())
-        .context("netback daemon")?;
+    let config = DaemonConfig {
+        state_dir: args.state_dir(dir.join(daemon::SIM_STATE_DIR)),
+        ..args.config(dir.join(netback::control::SIM_SOCKET_NAME), UplinkMode::Switch)
+    };
+    daemon::run_sim(&dir, config, stop.as_fd()).context("netback daemon")?;
     tracing::info!("netback stopped");
     Ok(())
 }

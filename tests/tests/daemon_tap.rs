@@ -29,9 +29,19 @@ fn child_tap_daemon() {
     }
 }
 
+/// The named network namespace [`child_tap_daemon`] enters instead of a new one.
+const ENV_NETNS: &str = "E2E_NETNS";
+
 fn run_tap_daemon() -> anyhow::Result<()> {
-    // Before any thread starts, so every thread (and every `ip` child) is in the namespace.
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    // Before any thread starts, so every thread (and every `ip` child) is in the namespace:
+    // the named one, which outlives the daemon (a restart test), or a new one.
+    match std::env::var(ENV_NETNS) {
+        Ok(name) => {
+            let ns = std::fs::File::open(format!("/run/netns/{name}")).context("opening the named netns")?;
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).context("setns(CLONE_NEWNET)")?;
+        }
+        Err(_) => nix::sched::unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?,
+    }
     let dir = std::env::var(simhost::ENV_SIM_DIR).context("NETBACK_SIM_DIR")?;
     let xs = simhost::join(Path::new(&dir), grant::sim::Credentials::Dom0)?.xenstore;
     std::thread::spawn(move || hotplug(&xs));
@@ -101,6 +111,76 @@ fn a_guest_on_a_tap_is_answered_by_the_kernel() -> anyhow::Result<()> {
     let deadline = Instant::now() + WAIT;
     while lab.report(spec.domid)?.is_some() {
         ensure!(Instant::now() < deadline, "the vif was never forgotten");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.stop()
+}
+
+/// A named network namespace, deleted on drop.
+struct NamedNetns(String);
+
+impl NamedNetns {
+    fn add() -> anyhow::Result<NamedNetns> {
+        let name = format!("nbtap{}", std::process::id());
+        ensure!(ip(&["netns", "add", &name]), "ip netns add {name}");
+        Ok(NamedNetns(name))
+    }
+
+    /// Whether `dev` exists in it, and is up.
+    fn link(&self, dev: &str) -> (bool, bool) {
+        let out = Command::new("ip").args(["netns", "exec", &self.0, "ip", "-o", "link", "show", "dev", dev]).output();
+        match out {
+            Ok(o) if o.status.success() => (true, String::from_utf8_lossy(&o.stdout).contains(",UP")),
+            _ => (false, false),
+        }
+    }
+}
+
+impl Drop for NamedNetns {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.0]);
+    }
+}
+
+#[test]
+fn a_killed_daemon_finds_its_tap_again_and_the_guest_keeps_its_connection() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() && std::env::var_os("NETBACK_TAP_TESTS").is_none() {
+        eprintln!("SKIPPED: a network namespace and a TAP device need root");
+        return Ok(());
+    }
+    let netns = NamedNetns::add()?;
+    let mut lab = Lab::start_with_env("child_tap_daemon", &[(ENV_NETNS, netns.0.clone())])?;
+    let spec = lab.host.create_domain("tap-held", DomainConfig::default())?;
+    let vif = VifSpec {
+        handle: Some(0),
+        mac: Some(mac_of(spec.domid)),
+        script: Some("vif-route".into()),
+        ..VifSpec::new(spec.domid)
+    };
+    let paths = layout::attach(lab.xs(), &vif)?;
+    let extra = [(guest::ENV_TARGET, KERNEL_IP.trim_end_matches("/24").to_string()), (guest::ENV_ROUNDS, "2".into())];
+    let pinger = lab.spawn_guest(&spec, "held-pinger", &extra)?;
+    ensure!(lab.hear(spec.domid, "round0")? == "ok", "round 0");
+    let dev = format!("vif{}.0", spec.domid);
+    let states = [format!("{}/state", paths.backend), format!("{}/state", paths.frontend)];
+    let watches: Vec<_> = states.iter().map(|p| lab.xs().watch(p, None)).collect::<Result<_, _>>()?;
+    for w in &watches {
+        w.recv_timeout(Duration::from_secs(5))?;
+    }
+    lab.kill_daemon()?;
+    ensure!(netns.link(&dev) == (true, true), "{dev} did not survive the daemon as it was (up)");
+    lab.restart_daemon(&[(ENV_NETNS, netns.0.clone())])?;
+    lab.tell(spec.domid, "go1", "1")?;
+    ensure!(lab.hear(spec.domid, "round1")? == "ok", "round 1, through the TAP the new daemon re-opened");
+    for (path, w) in states.iter().zip(&watches) {
+        ensure!(w.try_recv()?.is_none(), "{path} was written across the restart");
+    }
+    lab.wait_guest(pinger)?;
+    let outcome = layout::detach(lab.xs(), 0, spec.domid, 0, WAIT)?;
+    ensure!(outcome == layout::DetachOutcome::Clean, "{outcome:?}");
+    let deadline = Instant::now() + WAIT;
+    while netns.link(&dev).0 {
+        ensure!(Instant::now() < deadline, "{dev} outlived its vif (TUNSETPERSIST not cleared)");
         std::thread::sleep(Duration::from_millis(20));
     }
     lab.stop()

@@ -233,10 +233,19 @@ where
             Ok(w) => w,
             Err(e) => return tracing::warn!(error = %e, "{id}: cannot watch the frontend {frontend}"),
         };
-        let mut vif = match Vif::probe(&self.ctx(), id, backend, frontend) {
-            Ok(Some(v)) => v,
-            Ok(None) => return,
-            Err(e) => return self.probe_failed(id, &e),
+        let mut vif = match Vif::adopt(&self.ctx(), id, &backend, &frontend) {
+            Ok(Some(adopted)) => adopted,
+            takeover => {
+                let mut vif = match Vif::probe(&self.ctx(), id, backend, frontend) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => return,
+                    Err(e) => return self.probe_failed(id, &e),
+                };
+                if let Err(e) = takeover {
+                    vif.takeover_failed(&self.ctx(), e);
+                }
+                vif
+            }
         };
         let token = self.next_token;
         self.next_token += 1;

@@ -48,7 +48,16 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// How each vif's uplink is chosen (the embedded switch by default).
     pub uplink: UplinkMode,
+    /// Where each connected vif's state file lives, so that a restarted daemon takes the
+    /// vif over without a reconnect (`docs/restart.md`); `None` keeps none ([`run_sim`]
+    /// then uses `<sim dir>/`[`SIM_STATE_DIR`]).
+    pub state_dir: Option<PathBuf>,
 }
+
+/// The state directory on a real Xen host unless told otherwise (a tmpfs).
+pub const XEN_STATE_DIR: &str = "/run/netback/vifs";
+/// The state directory inside a simulated host's directory.
+pub const SIM_STATE_DIR: &str = "netback-vifs";
 
 /// Failures that stop the daemon as a whole (a single vif's failure never does).
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,8 @@ use super::uplink::VifUplink;
 use crate::error_chain::Chain;
 use crate::switch::Switch;
 use crate::tap::Tap;
-use crate::vif::{Datapath, DatapathConfig, Knobs, VifCounters, VifId, WorkerExit, WorkerHandle};
+use crate::vif::journal::VifJournal;
+use crate::vif::{Datapath, DatapathConfig, FrontendFeatures, Knobs, VifCounters, VifId, WorkerExit, WorkerHandle};
 use crate::xenbus::{self, FrontendState, Hotplug, Inputs, Step, XenbusError, XenbusState, keys};
 
 /// What applying steps needs, borrowed from the daemon.
@@ -50,6 +51,8 @@ pub(super) struct Vif {
     /// The vif's TAP device, if its uplink is one: created at probe (before InitWait, so
     /// the hotplug script finds it), kept across reconnects, removed with the vif.
     tap: Option<Arc<Tap>>,
+    /// The running data path's state file (hitless restart), deleted when it stops.
+    journal: Option<Arc<VifJournal>>,
 }
 
 impl Vif {
@@ -82,7 +85,108 @@ impl Vif {
             detached: false,
             domain_gone: false,
             tap,
+            journal: None,
         }))
+    }
+
+    /// Takes over a vif that a previous daemon process served (hitless restart,
+    /// `docs/restart.md`): its backend says InitWait or Connected, its frontend Connected,
+    /// and a state file for exactly the rings the frontend publishes exists. Nothing is
+    /// written to xenstore. `Ok(None)`: nothing to take over, probe it.
+    ///
+    /// # Errors
+    /// The vif was being served but cannot be taken over (no or a mismatched state file, or
+    /// resuming failed): the caller probes it and disables it with this error, so the
+    /// frontend reconnects. The state file is deleted then.
+    pub fn adopt<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str, frontend: &str) -> Result<Option<Vif>, XenbusError>
+    where
+        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+    {
+        let Some(dir) = ctx.config.state_dir.as_deref() else { return Ok(None) };
+        let read = |path: String| keys::read_optional(ctx.xs, &path);
+        let published = read(format!("{backend}/state"))?.as_deref().and_then(XenbusState::parse);
+        let fe = FrontendState::parse(read(format!("{frontend}/state"))?.as_deref());
+        let serving = matches!(published, Some(XenbusState::InitWait | XenbusState::Connected))
+            && fe == FrontendState::Known(XenbusState::Connected);
+        let journal = VifJournal::open(dir, id).unwrap_or_else(|e| {
+            tracing::warn!("{id}: ignoring its state file: {}", Chain(&e));
+            let _ = std::fs::remove_file(VifJournal::path_in(dir, id));
+            None
+        });
+        let Some(journal) = journal else {
+            if published == Some(XenbusState::Connected) && serving {
+                // Serving it from the shared indices alone could take responses for
+                // requests (docs/restart.md): make the frontend reconnect instead.
+                return Err(XenbusError::Takeover("no state file of the previous daemon process".into()));
+            }
+            return Ok(None);
+        };
+        if !serving {
+            journal.remove();
+            return Ok(None);
+        }
+        let path = journal.path().to_owned();
+        let adopted = Self::resume(ctx, id, backend, frontend, journal, published.unwrap_or(XenbusState::InitWait));
+        match adopted {
+            Ok(vif) => Ok(Some(vif)),
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                Err(match e {
+                    XenbusError::Takeover(_) => e,
+                    other => XenbusError::Takeover(Chain(&other).to_string()),
+                })
+            }
+        }
+    }
+
+    fn resume<G>(
+        ctx: &Ctx<'_, G>,
+        id: VifId,
+        backend: &str,
+        frontend: &str,
+        journal: VifJournal,
+        ours: XenbusState,
+    ) -> Result<Vif, XenbusError>
+    where
+        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+    {
+        check_queues(ctx.xs, frontend)?;
+        let params = keys::read_connect_params(ctx.xs, frontend, backend)?;
+        if params.rings != journal.rings() {
+            return Err(XenbusError::Takeover(format!(
+                "the frontend publishes {:?}, the state file was kept for {:?}",
+                params.rings,
+                journal.rings()
+            )));
+        }
+        let tap = create_tap(ctx, id, backend)?;
+        let mut vif = Vif {
+            id,
+            backend: backend.to_owned(),
+            frontend: frontend.to_owned(),
+            ours,
+            frontend_state: FrontendState::Known(XenbusState::Connected),
+            worker: None,
+            generation: 0,
+            counters: Arc::default(),
+            knobs: ctx.knobs.vif(id),
+            error: None,
+            mac: Some(xenbus::format_mac(&params.mac)),
+            detached: false,
+            domain_gone: false,
+            tap,
+            journal: None,
+        };
+        let config = vif.datapath_config(ctx, params.features);
+        let (datapath, resumed) = Datapath::resume(ctx.grants.clone(), id, &params.rings, config, journal)
+            .map_err(XenbusError::ConnectDatapath)?;
+        vif.start_worker(ctx, datapath)?;
+        tracing::info!(
+            tx_fallbacks = resumed.tx_fallbacks,
+            rx_fallbacks = resumed.rx_fallbacks,
+            "{id}: taken over from the previous daemon process, {ours:?}"
+        );
+        Ok(vif)
     }
 
     /// A copy for the control socket.
@@ -122,6 +226,7 @@ impl Vif {
         G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
     {
         if self.worker.as_ref().is_some_and(WorkerHandle::is_finished) {
+            self.forget_journal();
             // Its own report may still wait in the fatal queue: take the reason from the
             // thread itself, so the error node names it whichever comes first.
             let message = match self.worker.take().map(WorkerHandle::stop) {
@@ -171,15 +276,41 @@ impl Vif {
         let params = keys::read_connect_params(ctx.xs, &self.frontend, &self.backend)?;
         check_rate(ctx.xs, &self.backend, self.id);
         self.mac = Some(xenbus::format_mac(&params.mac));
+        let config = self.datapath_config(ctx, params.features);
+        let mut datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, config)
+            .map_err(XenbusError::ConnectDatapath)?;
+        if let Some(dir) = &ctx.config.state_dir {
+            datapath = datapath.keep_journal(dir, &params.rings).map_err(XenbusError::ConnectDatapath)?;
+        }
+        self.start_worker(ctx, datapath)?;
+        tracing::info!(rings = ?params.rings, features = ?params.features, "{}: data path running", self.id);
+        let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);
+        if let Err(e) =
+            stale.then(|| xenbus::remove_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend)).transpose()
+        {
+            tracing::warn!(error = %e, "{}: removing the stale error node", self.id);
+        }
+        Ok(())
+    }
+
+    /// The data path's configuration: the backend's `netback-knobs/` applied to the live
+    /// knobs, and what the frontend negotiated.
+    fn datapath_config<G>(&self, ctx: &Ctx<'_, G>, features: FrontendFeatures) -> DatapathConfig {
         let change = read_backend_knobs(ctx.xs, &self.backend, self.id);
         if let Err(e) = self.knobs.apply(&change) {
             tracing::warn!("{}: ignoring the knobs of {}/{}: {e}", self.id, self.backend, super::KNOBS_DIR);
         }
         let values = self.knobs.get();
         let (tx_batch, rx_batch) = (values.tx_drain_max as usize, values.rx_drain_max as usize);
-        let config = DatapathConfig { tx_batch, rx_batch, features: params.features };
-        let datapath = Datapath::connect(ctx.grants.clone(), self.id, &params.rings, config)
-            .map_err(XenbusError::ConnectDatapath)?;
+        DatapathConfig { tx_batch, rx_batch, features }
+    }
+
+    /// Plugs `datapath` into the vif's uplink and starts its worker.
+    fn start_worker<G>(&mut self, ctx: &Ctx<'_, G>, datapath: Datapath<G>) -> Result<(), XenbusError>
+    where
+        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+    {
+        self.journal = datapath.journal().cloned();
         let port = match &self.tap {
             Some(tap) => VifUplink::tap(tap),
             None => VifUplink::Switch(ctx.switch.add_port(&self.id.to_string()).map_err(XenbusError::AddSwitchPort)?),
@@ -190,16 +321,22 @@ impl Vif {
             Box::new(move |id, e: &crate::vif::DatapathError| queue.push(id, generation, Chain(e).to_string()));
         let worker = datapath
             .spawn_with_knobs(port, self.counters.clone(), self.knobs.clone(), on_fatal)
-            .map_err(XenbusError::ConnectDatapath)?;
-        self.worker = Some(worker);
-        tracing::info!(rings = ?params.rings, features = ?params.features, "{}: data path running", self.id);
-        let stale = self.error.take().is_some() || ctx.xs.exists(&format!("{}/error", self.backend)).unwrap_or(false);
-        if let Err(e) =
-            stale.then(|| xenbus::remove_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend)).transpose()
-        {
-            tracing::warn!(error = %e, "{}: removing the stale error node", self.id);
+            .map_err(XenbusError::ConnectDatapath);
+        match worker {
+            Ok(worker) => self.worker = Some(worker),
+            Err(e) => {
+                self.forget_journal();
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// Deletes the state file: the data path it describes is gone.
+    fn forget_journal(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.remove();
+        }
     }
 
     /// A worker reported a protocol violation (ignored if it belongs to an older connection).
@@ -223,6 +360,12 @@ impl Vif {
         self.error = Some(value);
         self.stop_worker();
         self.set_state(ctx, XenbusState::Closing);
+    }
+
+    /// The vif was served by the previous daemon process and cannot be taken over: disable
+    /// it, so that the frontend reconnects.
+    pub fn takeover_failed<G>(&mut self, ctx: &Ctx<'_, G>, error: XenbusError) {
+        self.fatal(ctx, error);
     }
 
     /// `frontend-id` does not name the domain of the backend directory: disable the vif.
@@ -250,7 +393,7 @@ impl Vif {
         }
     }
 
-    /// Stops the worker, if any (the switch port goes with it).
+    /// Stops the worker, if any (the switch port goes with it), and deletes its state file.
     pub fn stop_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
             match worker.stop() {
@@ -258,6 +401,7 @@ impl Vif {
                 exit => tracing::debug!(?exit, "{}: worker stopped", self.id),
             }
         }
+        self.forget_journal();
     }
 
     fn set_state<G>(&mut self, ctx: &Ctx<'_, G>, state: XenbusState) {
@@ -329,7 +473,10 @@ fn create_tap<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str) -> Result<Option<Ar
         return Ok(None);
     }
     let name = read("vifname")?.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).unwrap_or(id.to_string());
-    let tap = Tap::create(&name).map_err(|source| XenbusError::CreateTap { name: name.clone(), source })?;
+    // Persistent when a restarted daemon may take the vif over: it must find the device
+    // still on its bridge.
+    let create = if ctx.config.state_dir.is_some() { Tap::create_persistent } else { Tap::create };
+    let tap = create(&name).map_err(|source| XenbusError::CreateTap { name: name.clone(), source })?;
     tracing::info!("{id}: TAP device {name} created");
     Ok(Some(Arc::new(tap)))
 }

@@ -4,8 +4,11 @@
 //! lie in guest memory; every buffer handed to the kernel is a live, correctly typed local
 //! or a borrowed `VolatileSlice`.
 //!
-//! The device is not persistent: it exists while the file descriptor is open, so it
-//! disappears (and leaves any bridge) when the [`Tap`] is dropped.
+//! A device made by [`Tap::create`] exists while its file descriptor is open, so it
+//! disappears (and leaves any bridge) when the [`Tap`] is dropped. One made by
+//! [`Tap::create_persistent`] (`TUNSETPERSIST`) outlives a process killed with it open, so
+//! a restarted daemon finds it, still on its bridge, and attaches to it by name; dropping
+//! the [`Tap`] clears the flag, and the device goes with the descriptor.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
@@ -32,6 +35,7 @@ const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F
 nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, libc::ifreq);
 nix::ioctl_write_ptr_bad!(tunsetvnethdrsz, libc::TUNSETVNETHDRSZ, libc::c_int);
 nix::ioctl_write_int_bad!(tunsetoffload, libc::TUNSETOFFLOAD);
+nix::ioctl_write_int_bad!(tunsetpersist, libc::TUNSETPERSIST);
 nix::ioctl_write_ptr_bad!(siocsifhwaddr, libc::SIOCSIFHWADDR, libc::ifreq);
 nix::ioctl_readwrite_bad!(siocgifflags, libc::SIOCGIFFLAGS, libc::ifreq);
 nix::ioctl_write_ptr_bad!(siocsifflags, libc::SIOCSIFFLAGS, libc::ifreq);
@@ -45,6 +49,8 @@ pub struct Tap {
     file: File,
     /// The name the kernel gave the device.
     name: String,
+    /// `TUNSETPERSIST` is set (and cleared on drop).
+    persistent: bool,
 }
 
 impl Tap {
@@ -76,8 +82,20 @@ impl Tap {
         // SAFETY: `fd` is the TAP; TUNSETOFFLOAD takes its argument by value.
         unsafe { tunsetoffload(fd, OFFLOADS as libc::c_int) }
             .map_err(|e| TapError::SetOffload { name: name.clone(), source: e.into() })?;
-        let tap = Tap { file, name };
+        let tap = Tap { file, name, persistent: false };
         tap.set_mac(VIF_MAC)?;
+        Ok(tap)
+    }
+
+    /// As [`Tap::create`], and the device persists if the process dies with it open (see
+    /// the module docs). If a persistent device of that name exists (left by a killed
+    /// daemon), this attaches to it: it keeps its state (up, addresses, bridge port).
+    pub fn create_persistent(name: &str) -> Result<Tap, TapError> {
+        let mut tap = Tap::create(name)?;
+        // SAFETY: `file` is the TAP; TUNSETPERSIST takes its argument by value.
+        unsafe { tunsetpersist(tap.file.as_raw_fd(), 1) }
+            .map_err(|e| TapError::SetPersist { name: tap.name.clone(), source: e.into() })?;
+        tap.persistent = true;
         Ok(tap)
     }
 
@@ -197,6 +215,17 @@ impl Tap {
             unsafe { data.set_len(written) };
         }
         Ok(n)
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if self.persistent {
+            // SAFETY: `file` is the TAP, still open; TUNSETPERSIST takes its argument by value.
+            if let Err(e) = unsafe { tunsetpersist(self.file.as_raw_fd(), 0) } {
+                tracing::warn!(error = %e, "TAP {}: clearing TUNSETPERSIST; the device stays", self.name);
+            }
+        }
     }
 }
 

@@ -75,6 +75,15 @@ pub enum TapError {
         #[source]
         source: io::Error,
     },
+    /// `TUNSETPERSIST` failed.
+    #[error("making TAP {name} persistent (TUNSETPERSIST)")]
+    SetPersist {
+        /// The device name.
+        name: String,
+        /// The ioctl error.
+        #[source]
+        source: io::Error,
+    },
     /// Opening the `AF_INET` datagram socket the `SIOC*` ioctls go through failed.
     #[error("opening a control socket for TAP {name}")]
     Socket {

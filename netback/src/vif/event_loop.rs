@@ -32,6 +32,7 @@ use nix::sys::eventfd::EventFd;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use super::journal::VifJournal;
 use super::knobs::{KnobValues, Knobs};
 use super::mtu::MtuGate;
 use super::pacing::{Coalescer, Timer, ahead_wait};
@@ -113,6 +114,8 @@ pub(super) struct Worker<G: GrantOps + EventChannels, U: Uplink> {
     throttle: EventThrottle,
     pub(super) tx_path: TxPath,
     pub(super) rx_path: RxPath,
+    /// The vif's state file, if kept (see [`super::journal`]).
+    pub(super) journal: Option<Arc<VifJournal>>,
 }
 
 impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
@@ -138,7 +141,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         epoll.add(&throttle.timer, interest(Token::Unmute))?;
         let seen = knobs.get();
         let uplink = MtuGate::new(uplink, seen.max_frame_len(), counters.clone());
-        let Datapath { id, grants, tx, rx, tx_channel, rx_channel, config } = dp;
+        let Datapath { id, grants, tx, rx, tx_channel, rx_channel, config, journal } = dp;
         Ok(Self {
             id,
             grants,
@@ -158,6 +161,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
             throttle,
             tx_path: TxPath::default(),
             rx_path: RxPath::default(),
+            journal,
         })
     }
 

@@ -203,7 +203,7 @@ pub fn tx_drain<M: RingMemory>(
     batch: usize,
     map_min: usize,
 ) -> Result<bool, DatapathError> {
-    let ctx = TxContext { grants, domid: 1, uplink, counters, batch, map_min };
+    let ctx = TxContext { grants, domid: 1, uplink, counters, batch, map_min, journal: None };
     let mut path = TxPath::default();
     let more = path.take(ring, &ctx)?;
     path.send(ring, &ctx)?;

@@ -11,10 +11,12 @@
 
 mod connect;
 mod counters;
+pub mod crash;
 mod event_loop;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzzing;
 mod histogram;
+pub mod journal;
 pub mod knobs;
 mod mtu;
 mod pacing;
@@ -29,7 +31,7 @@ use std::fmt;
 
 use grant::{DomId, EvtchnPort, GrantRef};
 
-pub use self::connect::{ConnectError, Datapath};
+pub use self::connect::{ConnectError, Datapath, Resumed};
 pub use self::counters::{VifCounters, VifStats};
 pub use self::histogram::{BUCKETS, BatchCounters, BatchStats, Histogram, HistogramStats, bucket_label};
 pub use self::knobs::{KnobError, KnobValues, Knobs, PartialKnobs};

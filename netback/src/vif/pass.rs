@@ -69,6 +69,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 counters: &self.counters,
                 batch: copy.min(left) as usize,
                 map_min,
+                journal: self.journal.as_deref(),
             };
             let more = self.tx_path.take(&mut self.tx, &ctx)?;
             // The last call of the pass publishes the TX answers (written by `take` unless
@@ -107,6 +108,7 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                 counters: &self.counters,
                 batch: left.min(u64::from(copy)) as usize,
                 features: self.config.features,
+                journal: self.journal.as_deref(),
             };
             let more = self.rx_path.deliver(&mut self.rx, &ctx)?;
             self.counters.batching.copy_batch.record(segments(&self.counters) - before.1);

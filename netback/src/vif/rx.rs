@@ -17,6 +17,8 @@ use netif::{BackRing, Extra, ExtraInfo, RingMemory, RxRequest, RxResponse, RxRin
 use std::collections::VecDeque;
 use vm_memory::VolatileSlice;
 
+use super::crash::{CrashPoint, reached};
+use super::journal::{Side, VifJournal};
 use super::rx_prepare::{Ready, prepare};
 use super::{DatapathError, FrontendFeatures, VifCounters};
 use crate::frame::{Gso, GsoKind};
@@ -32,6 +34,8 @@ pub(super) struct RxContext<'a, G, U> {
     pub batch: usize,
     /// The receiving frontend's features.
     pub features: FrontendFeatures,
+    /// The vif's state file, kept for a hitless restart (none: not kept).
+    pub journal: Option<&'a VifJournal>,
 }
 
 /// The response image of a GSO extra.
@@ -130,7 +134,21 @@ impl RxPath {
             taken += 1;
         }
         if !self.taken.is_empty() {
+            if let Some(journal) = ctx.journal {
+                // `reqs` are the requests consumed by this call, ending at req_cons.
+                let first = ring.req_cons().wrapping_sub(self.reqs.len() as u32);
+                for (i, req) in self.reqs.iter().enumerate() {
+                    journal.record(Side::Rx, first.wrapping_add(i as u32), req.id, NETIF_RSP_ERROR);
+                }
+                journal.consumed_to(Side::Rx, ring.req_cons());
+                reached(CrashPoint::RxConsumed);
+            }
             self.copy_and_answer(ring, ctx)?;
+            if let Some(journal) = ctx.journal {
+                reached(CrashPoint::RxWritten);
+                journal.answered_to(Side::Rx, ring.rsp_prod_pvt());
+                reached(CrashPoint::RxRecorded);
+            }
         }
         Ok(taken == ctx.batch || popped == ctx.batch)
     }
@@ -189,6 +207,9 @@ impl RxPath {
                     reqs.next();
                     ring.push_response(gso_extra(gso)).map_err(|source| DatapathError::Ring { ring: "RX", source })?;
                 }
+            }
+            if ctx.journal.is_some() {
+                reached(CrashPoint::RxHalfWritten);
             }
             if !ok {
                 VifCounters::add(&ctx.counters.rx_dropped_copy_failed, 1);

@@ -24,6 +24,8 @@ use netif::abi::{XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6};
 use netif::{BackRing, ExtraInfo, RingMemory, TxResponse, TxRing};
 use vm_memory::{VolatileMemory, VolatileSlice};
 
+use super::crash::{CrashPoint, reached};
+use super::journal::{Side, VifJournal};
 use super::tx_parse::{LEGACY_SLOTS_MAX, Parsed, TxPacket, parse};
 use super::{DatapathError, VifCounters};
 use crate::frame::{ETH_HLEN, Frame, Gso, GsoKind, Offload};
@@ -44,6 +46,17 @@ enum Answer {
     /// map) succeeded. Linux answers each slot by its own copy's status, even when another
     /// slot of the packet failed.
     Slot(u16, usize),
+}
+
+impl Answer {
+    /// The response the slot gets if the process dies before answering it: ERROR, or NULL
+    /// for an extra-info slot (the frontend looks up no buffer for NULL).
+    fn fallback(self) -> (u16, i16) {
+        match self {
+            Answer::Status(id, NETIF_RSP_NULL) => (id, NETIF_RSP_NULL),
+            Answer::Status(id, _) | Answer::Slot(id, _) => (id, NETIF_RSP_ERROR),
+        }
+    }
 }
 
 /// One slot's share of a frame: `len` bytes at `offset` of `gref`, the frame's next `len`
@@ -106,6 +119,8 @@ pub(super) struct TxContext<'a, G, U> {
     pub batch: usize,
     /// Frames of at least this many bytes are mapped when the uplink gathers; 0 = never.
     pub map_min: usize,
+    /// The vif's state file, kept for a hitless restart (none: not kept).
+    pub journal: Option<&'a VifJournal>,
 }
 
 /// TX state kept between drains.
@@ -164,12 +179,22 @@ impl TxPath {
             more = true;
         }
         if packets > 0 {
+            if let Some(journal) = ctx.journal {
+                // One answer per consumed slot, in ring order, ending at req_cons.
+                let first = ring.req_cons().wrapping_sub(self.answers.len() as u32);
+                for (i, answer) in self.answers.iter().enumerate() {
+                    let (id, status) = answer.fallback();
+                    journal.record(Side::Tx, first.wrapping_add(i as u32), id, status);
+                }
+                journal.consumed_to(Side::Tx, ring.req_cons());
+                reached(CrashPoint::TxConsumed);
+            }
             self.map(ctx);
             self.copy(ctx)?;
             self.account(ctx);
             if self.mappings.is_empty() {
                 // Every frame is in our own buffers now.
-                self.answer(ring)?;
+                self.answer(ring, ctx.journal)?;
             }
         }
         Ok(more)
@@ -191,7 +216,7 @@ impl TxPath {
         self.transmit(ctx);
         // Unmaps every page of the drain before any slot is answered.
         self.mappings.clear();
-        self.answer(ring)
+        self.answer(ring, ctx.journal)
     }
 
     /// Before sleeping: true if TX work is ready; otherwise the TX event is armed so the
@@ -416,8 +441,16 @@ impl TxPath {
         });
     }
 
-    /// One response per consumed slot, in ring order.
-    fn answer<M: RingMemory>(&mut self, ring: &mut BackRing<TxRing, M>) -> Result<(), DatapathError> {
+    /// One response per consumed slot, in ring order; then the state file learns they are
+    /// written (before anything pushes them).
+    fn answer<M: RingMemory>(
+        &mut self,
+        ring: &mut BackRing<TxRing, M>,
+        journal: Option<&VifJournal>,
+    ) -> Result<(), DatapathError> {
+        if self.answers.is_empty() {
+            return Ok(());
+        }
         for answer in &self.answers {
             let (id, status) = match *answer {
                 Answer::Status(id, status) => (id, status),
@@ -428,6 +461,11 @@ impl TxPath {
                 .map_err(|source| DatapathError::Ring { ring: "TX", source })?;
         }
         self.answers.clear();
+        if let Some(journal) = journal {
+            reached(CrashPoint::TxWritten);
+            journal.answered_to(Side::Tx, ring.rsp_prod_pvt());
+            reached(CrashPoint::TxRecorded);
+        }
         Ok(())
     }
 }

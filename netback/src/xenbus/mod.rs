@@ -84,6 +84,10 @@ pub enum XenbusError {
     /// The worker stopped because the frontend broke the ring protocol.
     #[error("data path stopped: {0}")]
     Datapath(String),
+    /// A vif the previous daemon process served cannot be taken over after a restart
+    /// (`docs/restart.md`): it is disabled so that the frontend reconnects.
+    #[error("taking the vif over after a daemon restart: {0}")]
+    Takeover(String),
     /// Writing a node of ours.
     #[error("writing {path}")]
     WriteNode {

@@ -27,6 +27,9 @@ pub const ENV_FLOW: &str = "E2E_FLOW";
 pub const ENV_TARGET: &str = "E2E_TARGET";
 /// `pinger`: how many times to connect, ping and disconnect.
 pub const ENV_ROUNDS: &str = "E2E_ROUNDS";
+/// How long a `peer` waits after `data/expect` for frames still missing (ms; default: the
+/// lab's whole patience).
+pub const ENV_SETTLE_MS: &str = "E2E_SETTLE_MS";
 
 type Nf = Netfront<grant::sim::SimEventChannel>;
 
@@ -89,6 +92,7 @@ pub fn run() -> anyhow::Result<()> {
         "broadcaster" => broadcaster(&session),
         "listener" => listener(&session),
         "pinger" => pinger(&session),
+        "held-pinger" => held_pinger(&session),
         "idle" => idle(&session),
         "hostile-evtchn" => hostile_evtchn(&session),
         other => bail!("unknown mode {other:?}"),
@@ -178,13 +182,17 @@ fn peer(session: &Session) -> anyhow::Result<()> {
     let expect: u64 = wait_key(session, "expect")?.parse()?;
     // The lab's MACs end in the domid, and a peer's flow is its domid.
     let peer_flow = u32::from(u16::from_be_bytes([peer_mac[4], peer_mac[5]]));
-    let deadline = Instant::now() + WAIT;
+    let settle = std::env::var(ENV_SETTLE_MS).ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
+    let deadline = Instant::now() + settle.unwrap_or(WAIT);
     while received_of(&receiver, Some(peer_flow)) < expect && Instant::now() < deadline {
         if !drain(&mut nf, &me, &mut receiver)? {
             nf.wait(Duration::from_millis(50))?;
         }
     }
     receiver.expect(peer_flow, expect);
+    let stats = nf.stats();
+    let errors = format!("{} {} {}", stats.tx_errors, stats.rx_errors, stats.protocol_errors);
+    session.xenstore.write("data/errors", errors)?;
     session.xenstore.write("data/report", PeerReport::of_flow(&receiver, peer_flow).text())?;
     nf.disconnect()?;
     Ok(())
@@ -272,6 +280,37 @@ fn pinger(session: &Session) -> anyhow::Result<()> {
         session.xenstore.write(format!("data/round{round}").as_str(), "ok")?;
         nf.disconnect()?;
     }
+    Ok(())
+}
+
+/// `held-pinger`: as `pinger`, on ONE connection: before each round after the first it
+/// waits for `data/go<round>` (the test restarts the daemon in between).
+fn held_pinger(session: &Session) -> anyhow::Result<()> {
+    let target: Ipv4Addr = std::env::var(ENV_TARGET).context(ENV_TARGET)?.parse()?;
+    let mut nf = connect(session)?;
+    let me = responder(session, &nf);
+    for round in 0..env_u64(ENV_ROUNDS, 1)? {
+        if round > 0 {
+            wait_key(session, &format!("go{round}"))?;
+        }
+        let mac = resolve(&mut nf, &me, target).with_context(|| format!("ARP, round {round}"))?;
+        nf.send(&echo_request(me.mac, mac, me.ip, target, 0x4533, round as u16, b"e2e held ping"))?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            ensure!(Instant::now() < deadline, "no echo reply from {target} in round {round}");
+            let Some(frame) = nf.recv()? else {
+                nf.wait(Duration::from_millis(20))?;
+                continue;
+            };
+            if let Some(reply) = me.respond(&frame) {
+                nf.send(&reply)?;
+            } else if parse_echo(&frame).is_some_and(|e| !e.request && e.src_ip == target && e.seq == round as u16) {
+                break;
+            }
+        }
+        session.xenstore.write(format!("data/round{round}").as_str(), "ok")?;
+    }
+    nf.disconnect()?;
     Ok(())
 }
 

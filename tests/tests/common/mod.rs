@@ -64,11 +64,13 @@ pub fn run_daemon() -> anyhow::Result<()> {
     run_daemon_with(DaemonConfig::default())
 }
 
-/// [`run_daemon`] with another configuration (its control socket is the lab's).
+/// [`run_daemon`] with another configuration (its control socket is the lab's; it keeps
+/// state files in the lab's directory, as the daemon binary does, unless told otherwise).
 pub fn run_daemon_with(config: DaemonConfig) -> anyhow::Result<()> {
     let dir = PathBuf::from(std::env::var_os(ENV_SIM_DIR).context("NETBACK_SIM_DIR")?);
     let _ = tracing_subscriber_init();
-    let config = DaemonConfig { control_socket: Some(dir.join(CONTROL)), ..config };
+    let state_dir = config.state_dir.clone().or_else(|| Some(dir.join(netback::daemon::SIM_STATE_DIR)));
+    let config = DaemonConfig { control_socket: Some(dir.join(CONTROL)), state_dir, ..config };
     let stdin = std::io::stdin();
     netback::daemon::run_sim(&dir, config, stdin.as_fd())?;
     Ok(())
@@ -84,6 +86,8 @@ fn tracing_subscriber_init() -> Option<()> {
 pub struct Lab {
     pub host: SimHost,
     daemon: Child,
+    /// The `#[ignore]`d child test the daemon runs as.
+    daemon_role: String,
     guests: Vec<Child>,
 }
 
@@ -95,15 +99,56 @@ impl Lab {
 
     /// [`Lab::start`] with the daemon run by another `#[ignore]`d child test.
     pub fn start_with(daemon_role: &str) -> anyhow::Result<Lab> {
+        Lab::start_with_env(daemon_role, &[])
+    }
+
+    /// [`Lab::start_with`], with extra environment variables for the daemon.
+    pub fn start_with_env(daemon_role: &str, env: &[(&'static str, String)]) -> anyhow::Result<Lab> {
         let host = SimHost::start_temp()?;
-        let daemon = spawn_child_with_stdin(daemon_role, [(ENV_SIM_DIR, host.dir().display().to_string())])?;
-        let lab = Lab { host, daemon, guests: Vec::new() };
+        let daemon = spawn_daemon(&host, daemon_role, env)?;
+        let lab = Lab { host, daemon, daemon_role: daemon_role.to_owned(), guests: Vec::new() };
+        lab.wait_daemon_answers()?;
+        Ok(lab)
+    }
+
+    fn wait_daemon_answers(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + WAIT;
-        while netback::control::list(&lab.control()).is_err() {
-            ensure!(Instant::now() < deadline, "the daemon never answered on {}", lab.control().display());
+        while netback::control::list(&self.control()).is_err() {
+            ensure!(Instant::now() < deadline, "the daemon never answered on {}", self.control().display());
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(lab)
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL (it cleans nothing up) and waits for it.
+    pub fn kill_daemon(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.daemon.kill()?;
+        Ok(self.daemon.wait()?)
+    }
+
+    /// Waits up to `limit` for the daemon to end on its own (e.g. at a crash point).
+    pub fn wait_daemon_exit(&mut self, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.daemon.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(Instant::now() < deadline, "the daemon still runs after {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the daemon again after it died, with extra environment variables, and waits
+    /// until it answers.
+    pub fn restart_daemon(&mut self, env: &[(&'static str, String)]) -> anyhow::Result<()> {
+        ensure!(self.daemon.try_wait()?.is_some(), "the daemon still runs");
+        self.daemon = spawn_daemon(&self.host, &self.daemon_role, env)?;
+        self.wait_daemon_answers()
+    }
+
+    /// The daemon's state directory (as [`run_daemon_with`] sets it).
+    pub fn state_dir(&self) -> PathBuf {
+        self.host.dir().join(netback::daemon::SIM_STATE_DIR)
     }
 
     pub fn xs(&self) -> &Client {
@@ -193,10 +238,17 @@ impl Lab {
     /// Starts a pair of `peer` guests sending to each other at 1500 frames/s (they are
     /// guest processes 0 and 1 when started first); returns their domids.
     pub fn start_pair(&mut self) -> anyhow::Result<(DomId, DomId)> {
+        self.start_pair_with(&[])
+    }
+
+    /// [`Lab::start_pair`] with extra environment variables for both guests.
+    pub fn start_pair_with(&mut self, extra: &[(&'static str, String)]) -> anyhow::Result<(DomId, DomId)> {
         let (a, vif_a) = self.domain("pair-a")?;
         let (b, vif_b) = self.domain("pair-b")?;
-        self.spawn_guest(&a, "peer", &[(guest::ENV_RATE, "1500".into())])?;
-        self.spawn_guest(&b, "peer", &[(guest::ENV_RATE, "1500".into())])?;
+        let mut env = vec![(guest::ENV_RATE, "1500".to_string())];
+        env.extend(extra.iter().cloned());
+        self.spawn_guest(&a, "peer", &env)?;
+        self.spawn_guest(&b, "peer", &env)?;
         self.wait_state(&vif_a.backend, XenbusState::Connected)?;
         self.wait_state(&vif_b.backend, XenbusState::Connected)?;
         self.tell(a.domid, "start", &format_mac(&mac_of(b.domid)))?;
@@ -237,6 +289,12 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+fn spawn_daemon(host: &SimHost, role: &str, env: &[(&'static str, String)]) -> std::io::Result<Child> {
+    let mut all = vec![(ENV_SIM_DIR, host.dir().display().to_string())];
+    all.extend(env.iter().cloned());
+    spawn_child_with_stdin(role, all)
 }
 
 impl Drop for Lab {
