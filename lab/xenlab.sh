@@ -264,6 +264,7 @@ PING_WAIT=$PING_WAIT
 NBTEST=$NBTEST
 PROFILE=$PROFILE
 SOAK_CYCLES=$SOAK_CYCLES
+RESTART=$RESTART
 NBCTL_SET='$NBCTL_SET'
 NBTEST_ARGS='$NBTEST_ARGS'
 NBTEST_TIMEOUT=$NBTEST_TIMEOUT
@@ -276,7 +277,7 @@ EOF
 {"mode": "$MODE", "runs": $RUNS, "iperf_secs": $IPERF_SECS, "udp_secs": $UDP_SECS,
  "ping_count": $PING_COUNT, "flood_count": $FLOOD_COUNT, "nbtest": "$NBTEST",
  "nbtest_fatal": "$NBTEST_FATAL", "hostile": "$HOSTILE", "hostile_fatal": "$HOSTILE_FATAL",
- "netback_args": "$NETBACK_ARGS", "nbctl_set": "$NBCTL_SET", "soak_cycles": $SOAK_CYCLES,
+ "netback_args": "$NETBACK_ARGS", "nbctl_set": "$NBCTL_SET", "soak_cycles": $SOAK_CYCLES, "restart": "$RESTART",
  "netback_bin": "${NETBACK_BIN:-target/release/netback}",
  "git_rev": "$(cat "$SHARE/lab/git-rev")", "mem": "$MEM", "smp": $SMP,
  "versions": "$(tr '\n' ';' < "$SHARE/lab/versions.txt")",
@@ -361,6 +362,7 @@ HOSTILE_WAIT=${HOSTILE_WAIT:-20}        # s the hostile frontend waits for the v
 NETBACK_ARGS=${NETBACK_ARGS:---control /run/netback.sock}
 NETBACK_LOG=${NETBACK_LOG:-info}
 SOAK_CYCLES=${SOAK_CYCLES:-10}          # detach/attach cycles of domU's vif after the contract checks (0: none)
+RESTART=${RESTART:-1}                   # 1: kill -9 the daemon during a ping and start it again (hitless restart)
 NBCTL_SET=${NBCTL_SET:-}                # knobs set through nbctl once the daemon runs, e.g. --tx-map-min 4096
 case "$NBTEST_ARGS$NETBACK_ARGS$NBCTL_SET" in *[\',]*) die "NBTEST_ARGS/NETBACK_ARGS must not contain quotes or commas";; esac
 

@@ -138,6 +138,51 @@ soak() {
     fi
 }
 
+# restart <phase> <backend dir> <domid>: the hitless restart (docs/restart.md). While dom0
+# pings domU 20 times a second, `kill -9` the daemon and start it again with the same
+# arguments. Passes if: the new daemon took the vif over ("taken over" in its log), no
+# write hit the backend's or frontend's `state` node (xenstore-watch saw only its first
+# event), vif<domid>.0 stayed on xenbr0 throughout, and pings flow again; the pings lost
+# across the restart are the metric restart_lost_pings.
+restart() {
+    local P=$1 B=$2 domid=$3 F t0 w1 w2 pingpid rc sent got lost why=
+    F=/local/domain/$domid/device/vif/0
+    T "$P-restart"
+    xenstore-watch "$B/state" > "$R/$P/restart-watch-backend.txt" 2>&1 & w1=$!
+    xenstore-watch "$F/state" > "$R/$P/restart-watch-frontend.txt" 2>&1 & w2=$!
+    ping -i 0.05 -c 200 -W 1 "$DOMU_IP" > "$R/$P/restart-ping.txt" 2>&1 & pingpid=$!
+    sleep 3
+    t0=$(now)
+    kill -KILL "$NBPID"; wait "$NBPID" 2>/dev/null
+    ip -o link show "vif$domid.0" > "$R/$P/restart-link-after-kill.txt" 2>&1
+    grep -q 'master xenbr0' "$R/$P/restart-link-after-kill.txt" || why="$why; vif$domid.0 left xenbr0 with the daemon"
+    # shellcheck disable=SC2086
+    NO_COLOR=1 RUST_LOG=$NETBACK_LOG /mnt/host/netback --xen $NETBACK_ARGS > "$R/$P/netback-restarted.log" 2>&1 &
+    NBPID=$!
+    wait "$pingpid"
+    metric $P restart_s "" "$(since "$t0")"
+    sleep 1
+    kill "$w1" "$w2" 2>/dev/null
+    sent=$(sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) received.*/\1/p' "$R/$P/restart-ping.txt")
+    got=$(sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) received.*/\2/p' "$R/$P/restart-ping.txt")
+    lost=$(( ${sent:-0} - ${got:-0} ))
+    metric $P restart_lost_pings "" "$lost"
+    daemon_alive || why="$why; the restarted daemon exited: $(first_error "$R/$P/netback-restarted.log")"
+    grep -q 'taken over' "$R/$P/netback-restarted.log" || why="$why; no 'taken over' in the new daemon's log"
+    [ "$(grep -c . "$R/$P/restart-watch-backend.txt")" -le 1 ] || why="$why; the backend state was written: $(tr '\n' ' ' < "$R/$P/restart-watch-backend.txt")"
+    [ "$(grep -c . "$R/$P/restart-watch-frontend.txt")" -le 1 ] || why="$why; the frontend state was written: $(tr '\n' ' ' < "$R/$P/restart-watch-frontend.txt")"
+    [ "$(xenstore-read "$B/state" 2>/dev/null)" = 4 ] || why="$why; backend state $(xenstore-read "$B/state" 2>/dev/null)"
+    ip -o link show "vif$domid.0" 2>/dev/null | grep -q 'master xenbr0' || why="$why; vif$domid.0 is not on xenbr0 after the restart"
+    wait_ping "$DOMU_IP" 10 || why="$why; $DOMU_IP silent after the restart"
+    local detail="kill -9 + start during ping -i 0.05: ${got:-?}/${sent:-?} answered, $lost lost; vif$domid.0 stayed on xenbr0; no state write"
+    if [ -z "$why" ]; then
+        check $P restart pass "$detail"
+    else
+        check $P restart fail "${why#; }"
+        diag $P restart
+    fi
+}
+
 phase_ours() {
     local P=ours domid B t0 rc ctl
     mkdir -p "$R/$P"
@@ -236,6 +281,7 @@ phase_ours() {
             check $P attach fail "after xl network-attach $DOMU_IP does not answer"
             diag $P attach
         fi
+        [ "${RESTART:-0}" != 0 ] && daemon_alive && restart $P "$B" "$domid"
         [ "${SOAK_CYCLES:-0}" -gt 0 ] && daemon_alive && soak $P "$B"
     fi
     destroy_clean $P "" domU || diag $P destroy
