@@ -72,6 +72,10 @@ struct Args {
     /// Keep no state files: a restarted daemon then makes Connected frontends reconnect.
     #[arg(long)]
     no_state_dir: bool,
+    /// On SIGTERM/SIGINT, leave connected vifs to the next daemon process (no Closing; state
+    /// files and TAPs kept), so that a restart (`systemctl restart netback`) is hitless.
+    #[arg(long, conflicts_with = "no_state_dir")]
+    keep_vifs_on_exit: bool,
 }
 
 impl Args {
@@ -104,6 +108,7 @@ impl Args {
             control_socket: Some(self.control.clone().unwrap_or(control_socket)),
             uplink: self.uplink.unwrap_or(default_uplink),
             state_dir: None,
+            keep_vifs_on_exit: self.keep_vifs_on_exit,
         }
     }
 }

@@ -10,12 +10,21 @@ use anyhow::{Context, ensure};
 use common::guest::{ENV_SETTLE_MS, PeerReport};
 use common::{Lab, wait_node};
 use grant::DomId;
+use netback::daemon::DaemonConfig;
 use netback::vif::crash::ENV_CRASH_AT;
 use netback::xenbus::XenbusState;
 use std::time::{Duration, Instant};
 use xenstore::Watch;
 
 child_roles!();
+
+#[test]
+#[ignore = "child process: a daemon that leaves its vifs to the next process on exit"]
+fn child_keeping_daemon() {
+    if netback_e2e::is_child() {
+        common::run_daemon_with(DaemonConfig { keep_vifs_on_exit: true, ..DaemonConfig::default() }).expect("daemon");
+    }
+}
 
 /// Frames one restart may lose: those the dead process had consumed or queued (a TX drain,
 /// the switch ports' queues, an RX batch). At 1500 frames/s with the worker keeping up the
@@ -184,4 +193,28 @@ fn a_state_file_that_does_not_fit_the_ring_disables_only_its_vif() -> anyhow::Re
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+#[test]
+fn a_clean_exit_with_keep_vifs_on_exit_hands_the_vifs_over() -> anyhow::Result<()> {
+    if netback_e2e::is_child() {
+        return Ok(());
+    }
+    let mut lab = Lab::start_with("child_keeping_daemon")?;
+    let (a, b) = lab.start_pair_with(&[(ENV_SETTLE_MS, "3000".into())])?;
+    let guests = [a, b];
+    wait_traffic(&lab, guests, 300)?;
+    let watches = watch_states(&lab, guests)?;
+    // End-of-file on its stdin: the daemon's stop, as SIGTERM in the binary.
+    let status = lab.stop_daemon()?;
+    ensure!(status.success(), "the daemon's exit: {status}");
+    lab.restart_daemon(&[])?;
+    wait_traffic(&lab, guests, 300)?;
+    std::thread::sleep(Duration::from_millis(500));
+    no_state_changed(&lab, &watches)?;
+    let lost = finish(&lab, guests, LOSS_PER_RESTART)?;
+    eprintln!("lost across the handover: {lost:?}");
+    lab.wait_guest(0)?;
+    lab.wait_guest(1)?;
+    lab.stop()
 }

@@ -144,7 +144,11 @@ where
         tracing::info!("netback daemon stopping");
         let ctx = ctx!(self);
         for vif in self.vifs.values_mut() {
-            vif.shutdown(&ctx);
+            if ctx.config.keep_vifs_on_exit {
+                vif.leave_for_next_process(&ctx);
+            } else {
+                vif.shutdown(&ctx);
+            }
         }
         self.publish();
         Ok(())

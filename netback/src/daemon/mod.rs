@@ -52,6 +52,9 @@ pub struct DaemonConfig {
     /// vif over without a reconnect (`docs/restart.md`); `None` keeps none ([`run_sim`]
     /// then uses `<sim dir>/`[`SIM_STATE_DIR`]).
     pub state_dir: Option<PathBuf>,
+    /// On stop, leave every connected vif that has a state file to the next daemon process
+    /// (no Closing, the state files and persistent TAPs kept) instead of closing it.
+    pub keep_vifs_on_exit: bool,
 }
 
 /// The state directory on a real Xen host unless told otherwise (a tmpfs).
@@ -108,7 +111,8 @@ pub enum DaemonError {
 
 /// Runs the daemon until `stop` becomes readable (an eventfd written by a signal handler
 /// thread, or a signalfd), then stops every worker, tells each connected frontend
-/// `Closing`, and returns.
+/// `Closing` (or, with [`DaemonConfig::keep_vifs_on_exit`], leaves it to the next process),
+/// and returns.
 pub fn run<G>(grants: G, xs: Client, config: DaemonConfig, stop: BorrowedFd<'_>) -> Result<(), DaemonError>
 where
     G: GrantOps + EventChannels + Clone + Send + Sync + 'static,

@@ -393,6 +393,32 @@ impl Vif {
         }
     }
 
+    /// The daemon stops and leaves the vif to the next process (`--keep-vifs-on-exit`): the
+    /// worker stops between two passes (every consumed slot answered, the state file
+    /// consistent), and the state file and a persistent TAP stay; xenstore is not touched.
+    /// A vif without a state file is shut down as usual.
+    pub fn leave_for_next_process<G>(&mut self, ctx: &Ctx<'_, G>) {
+        if self.journal.is_none() {
+            return self.shutdown(ctx);
+        }
+        if let Some(worker) = self.worker.take() {
+            match worker.stop() {
+                WorkerExit::Stopped => {
+                    if let Some(tap) = &self.tap {
+                        tap.keep_after_exit();
+                    }
+                    self.journal = None;
+                    tracing::info!("{}: left to the next daemon process", self.id);
+                }
+                exit => {
+                    tracing::warn!(?exit, "{}: the worker did not stop cleanly; closing the vif", self.id);
+                    self.forget_journal();
+                    self.set_state(ctx, XenbusState::Closing);
+                }
+            }
+        }
+    }
+
     /// Stops the worker, if any (the switch port goes with it), and deletes its state file.
     pub fn stop_worker(&mut self) {
         if let Some(worker) = self.worker.take() {

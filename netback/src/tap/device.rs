@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use vm_memory::VolatileSlice;
@@ -49,8 +50,10 @@ pub struct Tap {
     file: File,
     /// The name the kernel gave the device.
     name: String,
-    /// `TUNSETPERSIST` is set (and cleared on drop).
+    /// `TUNSETPERSIST` is set, and is cleared on drop unless [`Tap::keep_after_exit`] said
+    /// otherwise.
     persistent: bool,
+    clear_on_drop: AtomicBool,
 }
 
 impl Tap {
@@ -82,7 +85,7 @@ impl Tap {
         // SAFETY: `fd` is the TAP; TUNSETOFFLOAD takes its argument by value.
         unsafe { tunsetoffload(fd, OFFLOADS as libc::c_int) }
             .map_err(|e| TapError::SetOffload { name: name.clone(), source: e.into() })?;
-        let tap = Tap { file, name, persistent: false };
+        let tap = Tap { file, name, persistent: false, clear_on_drop: AtomicBool::new(true) };
         tap.set_mac(VIF_MAC)?;
         Ok(tap)
     }
@@ -97,6 +100,12 @@ impl Tap {
             .map_err(|e| TapError::SetPersist { name: tap.name.clone(), source: e.into() })?;
         tap.persistent = true;
         Ok(tap)
+    }
+
+    /// A persistent device stays after this [`Tap`] is dropped (the daemon exits leaving its
+    /// vifs to the next process). No effect on a device that is not persistent.
+    pub fn keep_after_exit(&self) {
+        self.clear_on_drop.store(false, Ordering::Relaxed);
     }
 
     /// The device's name.
@@ -220,7 +229,7 @@ impl Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        if self.persistent {
+        if self.persistent && self.clear_on_drop.load(Ordering::Relaxed) {
             // SAFETY: `file` is the TAP, still open; TUNSETPERSIST takes its argument by value.
             if let Err(e) = unsafe { tunsetpersist(self.file.as_raw_fd(), 0) } {
                 tracing::warn!(error = %e, "TAP {}: clearing TUNSETPERSIST; the device stays", self.name);

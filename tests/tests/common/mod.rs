@@ -120,6 +120,13 @@ impl Lab {
         Ok(())
     }
 
+    /// Stops the daemon as [`Lab::stop`] does (end-of-file on its stdin) and waits for it,
+    /// leaving the guests running.
+    pub fn stop_daemon(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        drop(self.daemon.stdin.take());
+        Ok(wait_child(&mut self.daemon, WAIT)?)
+    }
+
     /// Kills the daemon with SIGKILL (it cleans nothing up) and waits for it.
     pub fn kill_daemon(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.daemon.kill()?;
