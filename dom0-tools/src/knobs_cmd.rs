@@ -127,7 +127,7 @@ fn render(vifs: &[VifReport], interval: Option<(&[VifReport], f64)>) -> String {
         let _ = writeln!(out, "{} ({span})  knobs: {}", v.name, knob_line(&v.knobs));
         let _ = writeln!(
             out,
-            "  tx {} pkts {} {} | rx {} pkts {} {} | drops {} (mtu {})",
+            "  tx {} pkts {} {} | rx {} pkts {} {} | drops {} (mtu {}, rx expired {}, rx stalled {})",
             s.tx_packets,
             rate(s.tx_packets),
             gbps(s.tx_bytes),
@@ -135,7 +135,18 @@ fn render(vifs: &[VifReport], interval: Option<(&[VifReport], f64)>) -> String {
             rate(s.rx_packets),
             gbps(s.rx_bytes),
             s.dropped(),
-            s.batching.tx_dropped_mtu
+            s.batching.tx_dropped_mtu,
+            s.rx_dropped_expired,
+            s.rx_dropped_stalled
+        );
+        let port_now = v.port.map_or(0, |p| p.dropped_carrier_off);
+        let carrier_off = port_now.saturating_sub(earlier.and_then(|e| e.port).map_or(0, |p| p.dropped_carrier_off));
+        let _ = writeln!(
+            out,
+            "  rx stalls {} (guest rx {}) | dropped at the port for carrier off {}",
+            s.rx_stalls,
+            if s.rx_stalled { "STALLED: carrier off" } else { "ok" },
+            carrier_off
         );
         let b = &s.batching;
         let _ = writeln!(

@@ -2,6 +2,7 @@
 //! machine, the daemon that ties them together, and its control socket.
 #![deny(unsafe_code)]
 
+mod clock;
 pub mod control;
 pub mod daemon;
 mod error_chain;

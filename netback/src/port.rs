@@ -1,8 +1,11 @@
 //! The seam between a vif worker and whatever its frames go to: the
 //! [`Uplink`] trait, implemented by a port of the embedded switch
-//! ([`crate::switch::SwitchPort`]) and later by a TAP device.
+//! ([`crate::switch::SwitchPort`]) and by a TAP device ([`crate::tap::TapPort`]).
 
 use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use vm_memory::VolatileSlice;
 
@@ -19,6 +22,9 @@ pub enum DropReason {
     Hairpin,
     /// The (single) destination's queue was full in frames or bytes.
     QueueFull,
+    /// The (single) destination's carrier is off: its guest stopped taking frames
+    /// ([`Uplink::set_carrier`]).
+    CarrierOff,
 }
 
 /// What happened to a frame handed to [`Uplink::transmit`].
@@ -63,6 +69,22 @@ pub struct PortStats {
     pub dropped_hairpin: u64,
     /// Frames *for* this port dropped because its queue was full.
     pub dropped_queue_full: u64,
+    /// Frames *for* this port dropped because its carrier was off: those queued when it
+    /// went off, and those that came while it stayed off.
+    #[serde(default)]
+    pub dropped_carrier_off: u64,
+}
+
+/// What [`Uplink::expire`] left waiting for the port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Frames just dropped because they had waited longer than the limit.
+    pub expired: usize,
+    /// Whether a frame still waits ([`Uplink::pop`] would return one).
+    pub waiting: bool,
+    /// How long until the oldest frame still waiting expires; `None` if none waits or the
+    /// uplink does not time its frames.
+    pub next_expiry: Option<Duration>,
 }
 
 /// Where a vif worker sends the guest's frames and gets the guest's
@@ -124,6 +146,30 @@ pub trait Uplink: Send {
 
     /// This port's counters.
     fn stats(&self) -> PortStats;
+
+    /// Drops the frames that have waited for this port longer than `max_age` (none if
+    /// `None`) and says what still waits. The worker calls it only while its guest lacks
+    /// the RX requests for the next frame: it may read the clock. The default times
+    /// nothing (a TAP's frames wait in the kernel, bounded by its `txqueuelen`) and tells
+    /// from [`Uplink::ready_fd`] whether a frame waits.
+    fn expire(&self, max_age: Option<Duration>) -> Backlog {
+        let _ = max_age;
+        Backlog { waiting: readable(self.ready_fd()), ..Backlog::default() }
+    }
+
+    /// Turns the port's carrier on or off (Linux's `netif_carrier_on/off`). While off, the
+    /// other side stops sending frames for the guest: a switch port drops them at once
+    /// (counted in [`PortStats::dropped_carrier_off`]), and turning it off drops those it
+    /// holds. Never fails: a carrier that cannot be set is logged. The default does nothing.
+    fn set_carrier(&self, on: bool) {
+        let _ = on;
+    }
+}
+
+/// Whether `fd` polls readable right now.
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// Appends the bytes of `rest` to `frame`, in order (one copy of each slice).

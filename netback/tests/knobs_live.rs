@@ -190,6 +190,7 @@ fn invalid_knobs_are_refused_and_nothing_changes() -> anyhow::Result<()> {
         PartialKnobs { req_event_ahead: Some(257), ..Default::default() },
         PartialKnobs { notify_usecs: Some(5_000_000), ..Default::default() },
         PartialKnobs { mtu: Some(10), copy_batch: Some(8), ..Default::default() },
+        PartialKnobs { rx_stall_timeout_ms: Some(3_600_001), ..Default::default() },
     ];
     for change in bad {
         match control::call(&h.sock, &Request::Set { vif: None, knobs: change })? {

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use netback::frame::{BROADCAST_MAC, Frame};
-use netback::port::{DropReason, TransmitOutcome, Uplink};
+use netback::port::{Backlog, DropReason, TransmitOutcome, Uplink};
 use netback::switch::{Switch, SwitchConfig, SwitchError, SwitchPort};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -226,6 +226,60 @@ fn queue_bounded_in_bytes() {
     assert_eq!(p[0].transmit(Frame::new(big)), TransmitOutcome::Flooded { queued: 0, queue_full: 2 });
     assert_eq!((p[1].stats().dropped_queue_full, p[2].stats().dropped_queue_full), (3, 3));
     assert_eq!(p[2].queued(), (0, 0));
+}
+
+#[test]
+fn carrier_off_drops_what_waits_and_what_comes_until_on() {
+    let (_sw, p) = switch(3);
+    p[1].transmit(frame(BROADCAST_MAC, B, 100));
+    drain(&p[0]);
+    drain(&p[2]);
+    for t in 0..3 {
+        p[0].transmit(frame(B, A, t));
+    }
+    assert!(readable(&p[1]));
+    p[1].set_carrier(false);
+    assert_eq!(p[1].queued(), (0, 0));
+    assert!(!readable(&p[1]), "purged: the fd stops polling readable");
+    // Unicast, batched and flooded frames for it are all dropped and counted at once.
+    assert_eq!(p[0].transmit(frame(B, A, 3)), TransmitOutcome::Dropped(DropReason::CarrierOff));
+    let mut batch: Vec<Frame> = (4..8).map(|t| frame(B, A, t)).collect();
+    assert_eq!(p[0].transmit_batch(&mut batch), 4);
+    assert_eq!(p[0].transmit(frame(BROADCAST_MAC, A, 8)), TransmitOutcome::Flooded { queued: 1, queue_full: 0 });
+    assert_eq!(p[1].queued(), (0, 0));
+    assert_eq!((p[1].stats().dropped_carrier_off, p[1].stats().dropped_queue_full), (3 + 1 + 4 + 1, 0));
+    assert_eq!(drain(&p[2]), vec![8], "other ports are not affected");
+    p[1].set_carrier(true);
+    assert_eq!(p[0].transmit(frame(B, A, 9)), TransmitOutcome::Sent);
+    assert_eq!(drain(&p[1]), vec![9]);
+    assert_eq!(p[1].stats().dropped_carrier_off, 9);
+}
+
+#[test]
+fn expire_drops_the_frames_queued_longer_than_the_limit() {
+    let (_sw, p) = switch(2);
+    p[1].transmit(frame(BROADCAST_MAC, B, 100));
+    drain(&p[0]);
+    assert_eq!(p[1].expire(Some(Duration::from_millis(1))), Backlog::default(), "nothing waits");
+    p[0].transmit(frame(B, A, 0));
+    let mut batch: Vec<Frame> = (1..3).map(|t| frame(B, A, t)).collect();
+    p[0].transmit_batch(&mut batch);
+    // No limit, or a limit far away: nothing expires, and the head's deadline is reported.
+    assert_eq!(p[1].expire(None), Backlog { expired: 0, waiting: true, next_expiry: None });
+    let far = p[1].expire(Some(Duration::from_secs(3600)));
+    assert!(far.waiting && far.expired == 0 && far.next_expiry.is_some_and(|d| d > Duration::from_secs(3000)));
+    // Once they are older than the limit (the clock is coarse: wait out its resolution).
+    thread::sleep(Duration::from_millis(300));
+    p[0].transmit(frame(B, A, 3));
+    assert_eq!(p[1].expire(Some(Duration::from_millis(200))).expired, 3);
+    assert_eq!(drain(&p[1]), vec![3], "the young one stays, in order");
+    assert!(!readable(&p[1]));
+    p[0].transmit(frame(B, A, 4));
+    thread::sleep(Duration::from_millis(300));
+    let all = p[1].expire(Some(Duration::from_millis(200)));
+    assert_eq!(all, Backlog { expired: 1, waiting: false, next_expiry: None });
+    assert!(!readable(&p[1]), "emptied by expiry: the fd stops polling readable");
+    assert_eq!(p[1].queued(), (0, 0));
 }
 
 #[test]

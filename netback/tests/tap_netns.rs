@@ -12,7 +12,7 @@ mod tap_support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use netback::frame::{Frame, Gso, GsoKind, Offload};
@@ -66,6 +66,46 @@ netns_test!(tap_tcp_gso_both_ways, child_tcp_gso, tcp_gso_both_ways);
 netns_test!(tap_forwarded_gso_checksums, child_forwarded_gso, forwarded_gso_checksums);
 netns_test!(tap_read_budget, child_read_budget, read_budget);
 netns_test!(tap_gathered_frames, child_gathered_frames, gathered_frames);
+netns_test!(tap_carrier, child_carrier, carrier);
+
+/// `Uplink::set_carrier` on a TAP (`TUNSETCARRIER`), as a stalled guest's vif uses it: the
+/// kernel sees the carrier go (no `LOWER_UP`, operational state down) and sends the device
+/// nothing while it is off; once it is back, the kernel sends again.
+fn carrier() -> anyhow::Result<()> {
+    enter_netns(false)?;
+    let port = tap_port(TAP, "10.77.0.1/24")?;
+    let wait_link = |want: &str, shown: bool| -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let link = ip(&["-o", "link", "show", "dev", TAP])?;
+            if link.contains(want) == shown {
+                return Ok(());
+            }
+            ensure!(Instant::now() < deadline, "`ip link` shows {want:?}: {}, wanted {shown}: {link}", !shown);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_link("LOWER_UP", true)?;
+    let wire = Wire::new(&port, &[]);
+    wire.drain()?;
+    port.set_carrier(false);
+    wait_link("LOWER_UP", false)?;
+    // The operational state follows through the kernel's link watch, which also stops the
+    // device's queue.
+    wait_link("state DOWN", true)?;
+    let sock = UdpSocket::bind((HOST_IP, 0))?;
+    // Needs an ARP request first; with the carrier off it must not reach the TAP. (The
+    // send itself may fail or succeed: either way nothing is sent on the wire.)
+    let _ = sock.send_to(b"carrier off", (PEER_IP, 9));
+    ensure!(!wire.readable(Duration::from_millis(300))?, "the kernel sent to a TAP without carrier");
+    port.tap().set_carrier(true)?;
+    wait_link("LOWER_UP", true)?;
+    // A neighbour not tried before: its ARP request goes out at once.
+    let other = Ipv4Addr::new(10, 77, 0, 3);
+    sock.send_to(b"carrier on", (other, 9))?;
+    wire.recv("ARP request", |f| parse_arp(f.data()).is_some_and(|a| a.op == 1 && a.target_ip == other))?;
+    Ok(())
+}
 
 /// The device as created, `ready_fd` readable exactly while a frame waits, ARP and ICMP
 /// echo through the port, refused frames counted, and the device gone with the port.

@@ -4,11 +4,12 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use vm_memory::VolatileSlice;
 
 use crate::frame::Frame;
-use crate::port::{PortStats, TransmitOutcome, Uplink};
+use crate::port::{Backlog, PortStats, TransmitOutcome, Uplink};
 use crate::switch::SwitchPort;
 use crate::tap::{Tap, TapPort};
 
@@ -119,6 +120,20 @@ impl Uplink for VifUplink {
         match self {
             VifUplink::Switch(p) => p.stats(),
             VifUplink::Tap(p) => p.stats(),
+        }
+    }
+
+    fn expire(&self, max_age: Option<Duration>) -> Backlog {
+        match self {
+            VifUplink::Switch(p) => p.expire(max_age),
+            VifUplink::Tap(p) => p.expire(max_age),
+        }
+    }
+
+    fn set_carrier(&self, on: bool) {
+        match self {
+            VifUplink::Switch(p) => p.set_carrier(on),
+            VifUplink::Tap(p) => p.set_carrier(on),
         }
     }
 }

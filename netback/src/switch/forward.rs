@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::time::{ClockId, clock_gettime};
-
 use super::queue::{PortQueue, add};
 use super::{Switch, nanos};
+use crate::clock::coarse_now;
 use crate::frame::Frame;
 use crate::port::TransmitOutcome;
 
@@ -40,13 +39,6 @@ pub(super) struct ForwardCache {
 /// most one second, so a MAC that keeps transmitting never ages out.
 fn refresh_interval(aging: Duration) -> u64 {
     nanos((aging / 4).min(Duration::from_secs(1)))
-}
-
-/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: a few ns to read, jiffy resolution, enough for
-/// an interval of at least a few milliseconds.
-fn coarse_now() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
-        .map_or(0, |t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
 }
 
 impl ForwardCache {
@@ -82,15 +74,15 @@ impl Switch {
                 hits += 1;
                 hit_bytes += frame.len();
                 if !run_dest.as_ref().is_some_and(|d| Arc::ptr_eq(d, dest)) {
-                    dropped += flush(run_dest.take(), &mut run);
+                    dropped += flush(run_dest.take(), &mut run, now);
                     run_dest = Some(Arc::clone(dest));
                 }
                 run.push(frame);
                 continue;
             }
-            dropped += flush(run_dest.take(), &mut run);
+            dropped += flush(run_dest.take(), &mut run, now);
             let (src, dst) = (frame.src_mac(), frame.dst_mac());
-            let (outcome, dest) = self.transmit(ingress, frame);
+            let (outcome, dest) = self.transmit(ingress, frame, now);
             if matches!(outcome, TransmitOutcome::Dropped(_)) {
                 dropped += 1;
             }
@@ -99,7 +91,7 @@ impl Switch {
                 *cache = ForwardCache { generation, valid_until, src, dst, dest: Some(dest), run: Vec::new() };
             }
         }
-        dropped += flush(run_dest, &mut run);
+        dropped += flush(run_dest, &mut run, now);
         cache.run = run;
         add(&ingress.counters.tx_frames, hits);
         add(&ingress.counters.tx_bytes, hit_bytes);
@@ -107,10 +99,10 @@ impl Switch {
     }
 }
 
-/// Pushes the run to its queue; returns the frames the queue had no room for.
-fn flush(dest: Option<Arc<PortQueue>>, run: &mut Vec<Frame>) -> usize {
+/// Pushes the run to its queue, stamped `now`; returns the frames the queue refused.
+fn flush(dest: Option<Arc<PortQueue>>, run: &mut Vec<Frame>, now: u64) -> usize {
     match dest {
-        Some(queue) => queue.push_run(run),
+        Some(queue) => queue.push_run(run, now),
         None => 0,
     }
 }

@@ -5,7 +5,10 @@
 //! goes to the port that MAC was learned on, or to every other port if the
 //! destination is broadcast, multicast or unknown. It is never sent back out
 //! of the port it came in on. Each port's queue is bounded in frames and in
-//! bytes; what doesn't fit is dropped and counted, so memory stays bounded.
+//! bytes; what doesn't fit is dropped and counted, so memory stays bounded. A port's
+//! owner may drop the frames that waited too long ([`SwitchPort`]'s `Uplink::expire`) and
+//! turn the port's carrier off, which drops what it holds and every frame for it until it
+//! is on again (`Uplink::set_carrier`).
 //!
 //! Locking: the MAC table sits behind a `RwLock` (transmitting from a known
 //! MAC takes only its read lock), the set of ports behind another `RwLock`
@@ -226,9 +229,9 @@ impl Switch {
     }
 
     /// Forwards a frame that entered on `ingress` (the slow path: MAC table and port map
-    /// under their locks). Also returns the queue of the one known destination, if the frame
-    /// had one, for the ingress port's forwarding cache.
-    fn transmit(&self, ingress: &PortQueue, frame: Frame) -> (TransmitOutcome, Option<Arc<PortQueue>>) {
+    /// under their locks), queued with the coarse time `now`. Also returns the queue of the
+    /// one known destination, if the frame had one, for the ingress port's forwarding cache.
+    fn transmit(&self, ingress: &PortQueue, frame: Frame, now: u64) -> (TransmitOutcome, Option<Arc<PortQueue>>) {
         let c = &ingress.counters;
         bump(&c.tx_frames);
         add(&c.tx_bytes, frame.len());
@@ -248,10 +251,9 @@ impl Switch {
                 (TransmitOutcome::Dropped(DropReason::Hairpin), None)
             }
             Some(port) => {
-                let outcome = if port.push(frame) {
-                    TransmitOutcome::Sent
-                } else {
-                    TransmitOutcome::Dropped(DropReason::QueueFull)
+                let outcome = match port.push(frame, now) {
+                    None => TransmitOutcome::Sent,
+                    Some(reason) => TransmitOutcome::Dropped(reason),
                 };
                 (outcome, Some(Arc::clone(port)))
             }
@@ -263,10 +265,11 @@ impl Switch {
                 while let Some(port) = others.next() {
                     // Clone for all but the last destination, which gets the original.
                     let copy = if others.peek().is_some() { frame.clone() } else { frame.take() };
-                    match copy.map(|f| port.push(f)) {
-                        Some(true) => queued += 1,
-                        Some(false) => queue_full += 1,
-                        None => {}
+                    // A port whose carrier is off counts its copy itself; it is neither.
+                    match copy.map(|f| port.push(f, now)) {
+                        Some(None) => queued += 1,
+                        Some(Some(DropReason::QueueFull)) => queue_full += 1,
+                        Some(Some(_)) | None => {}
                     }
                 }
                 (TransmitOutcome::Flooded { queued, queue_full }, None)

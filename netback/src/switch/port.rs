@@ -2,12 +2,14 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::forward::ForwardCache;
 use super::queue::PortQueue;
 use super::{PortId, Switch};
+use crate::clock::coarse_now;
 use crate::frame::Frame;
-use crate::port::{PortStats, TransmitOutcome, Uplink};
+use crate::port::{Backlog, PortStats, TransmitOutcome, Uplink};
 
 /// One port of a [`Switch`], owned by the vif worker it serves. Dropping it
 /// unplugs the port: frames waiting for it are freed, nothing more is
@@ -48,7 +50,7 @@ impl SwitchPort {
 
 impl Uplink for SwitchPort {
     fn transmit(&self, frame: Frame) -> TransmitOutcome {
-        self.switch.transmit(&self.queue, frame).0
+        self.switch.transmit(&self.queue, frame, coarse_now()).0
     }
 
     fn transmit_batch(&self, frames: &mut Vec<Frame>) -> usize {
@@ -70,6 +72,14 @@ impl Uplink for SwitchPort {
 
     fn stats(&self) -> PortStats {
         self.queue.counters.snapshot()
+    }
+
+    fn expire(&self, max_age: Option<Duration>) -> Backlog {
+        self.queue.expire(max_age)
+    }
+
+    fn set_carrier(&self, on: bool) {
+        self.queue.set_carrier(on);
     }
 }
 

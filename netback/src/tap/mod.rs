@@ -2,12 +2,15 @@
 //! `vif<domid>.<handle>`, so Xen's hotplug scripts (`vif-bridge`, `vif-openvswitch`) can put
 //! it into a bridge or an Open vSwitch.
 //!
-//! * [`Tap`] (`device.rs`, the only file of the crate with `unsafe`: the ioctls) creates the
-//!   device with a 12-byte `virtio_net_hdr_v1` before every frame and checksum/TSO offload
-//!   on, so 64 KiB TCP super-frames cross between the guest and the kernel unsegmented;
+//! * [`Tap`] (`device.rs` and `carrier.rs`, the only files of the crate with `unsafe`: the
+//!   ioctls) creates the device with a 12-byte `virtio_net_hdr_v1` before every frame and
+//!   checksum/TSO offload on, so 64 KiB TCP super-frames cross between the guest and the
+//!   kernel unsegmented, and turns its carrier off while the guest's RX is stalled;
 //! * [`vnet`] translates [`crate::frame::Offload`] to and from that header (pure);
 //! * [`TapPort`] is the [`crate::port::Uplink`] a vif worker uses instead of a switch port.
 
+#[allow(unsafe_code)]
+mod carrier;
 #[allow(unsafe_code)]
 mod device;
 mod port;

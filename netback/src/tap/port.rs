@@ -335,6 +335,15 @@ impl Uplink for TapPort {
         rx.budget = if empty { (rx.budget / 2).max(1) } else { (rx.budget * 2).min(MAX_READ_BUDGET) };
     }
 
+    /// Sets the TAP's carrier; a failure is logged and changes nothing else (the vif works on,
+    /// only the kernel keeps queueing for a stalled guest).
+    fn set_carrier(&self, on: bool) {
+        match self.tap.set_carrier(on) {
+            Ok(()) => tracing::debug!(tap = self.tap.name(), on, "TAP carrier set"),
+            Err(error) => tracing::warn!(tap = self.tap.name(), on, %error, "setting the TAP's carrier failed"),
+        }
+    }
+
     /// The TAP's descriptor: it polls readable exactly while the kernel has queued a frame.
     fn ready_fd(&self) -> BorrowedFd<'_> {
         self.tap.as_fd()

@@ -1,6 +1,7 @@
-//! Per-vif counters: bumped by the worker (relaxed atomics, one writer), read by anyone.
+//! Per-vif counters: bumped by the worker (relaxed atomics, one writer), read by anyone;
+//! and one state flag beside them, `rx_stalled`, which is not a count.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use super::histogram::{BatchCounters, BatchStats};
 
@@ -12,6 +13,9 @@ macro_rules! counters {
             $($(#[$doc])* pub $name: AtomicU64,)*
             /// Batching measurements (see [`BatchCounters`]).
             pub batching: BatchCounters,
+            /// The guest's RX is stalled now (`rx_stall.rs`): its uplink's carrier is off.
+            /// Set and cleared by the worker; false while no worker runs.
+            pub rx_stalled: AtomicBool,
         }
 
         /// A copy of [`VifCounters`] at one moment. Directions are the guest's: `tx` is what
@@ -22,12 +26,20 @@ macro_rules! counters {
             /// Batching measurements.
             #[serde(default)]
             pub batching: BatchStats,
+            /// The guest's RX was stalled when read (a state, not a count: [`VifStats::since`]
+            /// keeps the later value).
+            #[serde(default)]
+            pub rx_stalled: bool,
         }
 
         impl VifCounters {
             /// Reads every counter (each atomically; the set is not one snapshot).
             pub fn snapshot(&self) -> VifStats {
-                VifStats { $($name: self.$name.load(Ordering::Relaxed),)* batching: self.batching.snapshot() }
+                VifStats {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    batching: self.batching.snapshot(),
+                    rx_stalled: self.rx_stalled.load(Ordering::Relaxed),
+                }
             }
         }
 
@@ -37,6 +49,7 @@ macro_rules! counters {
                 VifStats {
                     $($name: self.$name.saturating_sub(earlier.$name),)*
                     batching: self.batching.since(&earlier.batching),
+                    rx_stalled: self.rx_stalled,
                 }
             }
         }
@@ -103,6 +116,16 @@ counters! {
     /// TX frames that were to be mapped but were copied instead because mapping their pages
     /// failed (a bad grant then fails its copy too, and counts in `tx_dropped_copy_failed`).
     tx_map_fallbacks,
+    /// Frames for the guest dropped because they waited longer than `rx-drain-timeout-ms`
+    /// while it lacked the RX requests to take them (in the switch port's queue, or
+    /// prepared and waiting for enough requests).
+    rx_dropped_expired,
+    /// Frames for the guest dropped when its RX was declared stalled: those prepared and
+    /// waiting for RX requests, and those read out of a TAP's kernel queue (a switch port
+    /// counts what it held in `dropped_carrier_off`).
+    rx_dropped_stalled,
+    /// Times the guest's RX was declared stalled ("Guest Rx stalled": carrier off).
+    rx_stalls,
 }
 
 impl VifCounters {
@@ -121,5 +144,7 @@ impl VifStats {
             + self.rx_dropped_too_big
             + self.rx_dropped_copy_failed
             + self.rx_dropped_offload
+            + self.rx_dropped_expired
+            + self.rx_dropped_stalled
     }
 }

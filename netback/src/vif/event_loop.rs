@@ -10,8 +10,10 @@
 //! `final_check_for_requests` found no TX request and the RX side is idle. After a pass that
 //! consumed TX requests the TX event may be armed `req_event_ahead` slots ahead; the timerfd
 //! then bounds the sleep. The uplink's level-readable fd is in the interest set only while
-//! the RX ring has unconsumed requests, otherwise a guest that posts no buffers would make
-//! it spin.
+//! the RX ring holds the requests for the next frame or nothing waits in the uplink,
+//! otherwise a guest that posts too few buffers would make it spin. After every pass the
+//! RX watch (`rx_stall.rs`) expires frames and detects a stalled guest while the ring is
+//! short; its own timerfd wakes the worker for that.
 //!
 //! Event storms (XSA-391's lesson, Linux's `xen_irq_lateeoi(.., XEN_EOI_FLAG_SPURIOUS)`): an
 //! event after which a pass finds nothing to do is spurious. After two spurious events in a
@@ -37,6 +39,7 @@ use super::knobs::{KnobValues, Knobs};
 use super::mtu::MtuGate;
 use super::pacing::{Coalescer, Timer, ahead_wait};
 use super::rx::RxPath;
+use super::rx_stall::RxWatch;
 use super::tx::TxPath;
 use super::worker::{DatapathError, FatalCallback, StopFlag};
 use super::{Datapath, DatapathConfig, VifCounters, VifId};
@@ -59,11 +62,13 @@ enum Token {
     Timer = 5,
     /// The end of an event mute ([`EventThrottle`]).
     Unmute = 6,
+    /// The RX watch's next look (expiry, stall deadline).
+    RxWatch = 7,
 }
 
 impl Token {
     fn from_u64(v: u64) -> Option<Token> {
-        [Token::TxEvent, Token::RxEvent, Token::Uplink, Token::Kill, Token::Timer, Token::Unmute]
+        [Token::TxEvent, Token::RxEvent, Token::Uplink, Token::Kill, Token::Timer, Token::Unmute, Token::RxWatch]
             .into_iter()
             .find(|t| *t as u64 == v)
     }
@@ -108,6 +113,9 @@ pub(super) struct Worker<G: GrantOps + EventChannels, U: Uplink> {
     seen: KnobValues,
     pub(super) epoll: Epoll,
     timer: Timer,
+    /// Wakes the worker for the RX watch's next look.
+    pub(super) rx_timer: Timer,
+    pub(super) rx_watch: RxWatch,
     coalescer: Coalescer,
     /// Whether the uplink fd is in the interest set (EPOLLIN) rather than disarmed.
     uplink_armed: bool,
@@ -139,6 +147,8 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
         epoll.add(&timer, interest(Token::Timer))?;
         let throttle = EventThrottle { spurious: 0, muted: false, timer: Timer::new()? };
         epoll.add(&throttle.timer, interest(Token::Unmute))?;
+        let rx_timer = Timer::new()?;
+        epoll.add(&rx_timer, interest(Token::RxWatch))?;
         let seen = knobs.get();
         let uplink = MtuGate::new(uplink, seen.max_frame_len(), counters.clone());
         let Datapath { id, grants, tx, rx, tx_channel, rx_channel, config, journal } = dp;
@@ -156,6 +166,8 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
             seen,
             epoll,
             timer,
+            rx_timer,
+            rx_watch: RxWatch::default(),
             coalescer: Coalescer::default(),
             uplink_armed: true,
             throttle,
@@ -170,6 +182,8 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     pub fn run(mut self, on_fatal: FatalCallback, stop: &StopFlag) -> Option<DatapathError> {
         let id = self.id;
         let result = self.serve();
+        // A stall ends with its worker (a TAP's carrier stays off until the next connect).
+        self.counters.rx_stalled.store(false, std::sync::atomic::Ordering::Relaxed);
         // Unmap and unbind before anyone hears about the end.
         drop(self);
         let error = match result {
@@ -191,7 +205,10 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     }
 
     fn serve(&mut self) -> Result<(), DatapathError> {
-        let mut events = [EpollEvent::empty(); 6];
+        let mut events = [EpollEvent::empty(); 7];
+        // A TAP outlives reconnects: a stall of the previous connection may have left its
+        // carrier off.
+        self.uplink.set_carrier(true);
         // The frontend may have queued requests before we started: look before sleeping.
         let mut busy = true;
         loop {
@@ -216,11 +233,16 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
                         self.throttle.timer.take();
                         self.mute_events(false)?;
                     }
+                    Some(Token::RxWatch) => {
+                        self.rx_timer.take();
+                        self.rx_watch.clear_due();
+                    }
                     Some(Token::Uplink) | None => {}
                 }
             }
             let knobs = self.refresh_knobs();
             let pass = self.pass(&knobs)?;
+            self.watch_rx(&knobs, pass.rx_consumed)?;
             if pass.progress {
                 self.throttle.spurious = 0;
             } else if took_event {
@@ -338,9 +360,11 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
             ahead = !tx_work;
         }
         // A frame waiting for more RX slots than are posted counts as "not posted": the
-        // RX path arms the event for as many slots as it needs.
+        // RX path arms the event for as many slots as it needs. The uplink stays armed
+        // while short only if nothing waits there, to learn of the first frame (the RX
+        // watch then disarms it: one wake-up per frame arriving into an empty uplink).
         let posted = self.rx_path.can_deliver(&self.rx);
-        self.arm_uplink(posted)?;
+        self.arm_uplink(posted || self.rx_watch.uplink_empty())?;
         let rx_work = !posted && self.rx_path.final_check(&mut self.rx);
         let work = tx_work || rx_work;
         let timer = |e: nix::Error| DatapathError::Poll(e.into());

@@ -13,9 +13,11 @@
 //! waits for nothing; no busy polling; an MTU of 65521, the most a netif frame can carry
 //! (frames up to 65535 bytes, scatter-gather), so only the protocol limits a frame until a
 //! study sets 1500 or 9000; every TX frame copied (`tx_map_min` 0) until measurements on
-//! real Xen choose a threshold for mapping.
+//! real Xen choose a threshold for mapping; Linux's RX drain (10 s) and stall (60 s)
+//! timeouts (`rx_stall.rs`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use netif::RingKind;
 
@@ -30,6 +32,9 @@ pub const MAX_FRAME_LEN: u32 = 65535;
 
 /// Longest time knob in µs (one second).
 pub const MAX_USECS: u32 = 1_000_000;
+
+/// Longest RX timeout knob in ms (one hour).
+pub const MAX_TIMEOUT_MS: u32 = 3_600_000;
 
 macro_rules! knobs {
     ($($(#[$doc:meta])* $name:ident = $default:expr;)*) => {
@@ -151,6 +156,12 @@ macro_rules! kebab {
     (tx_map_min) => {
         "tx-map-min"
     };
+    (rx_drain_timeout_ms) => {
+        "rx-drain-timeout-ms"
+    };
+    (rx_stall_timeout_ms) => {
+        "rx-stall-timeout-ms"
+    };
 }
 
 knobs! {
@@ -177,6 +188,15 @@ knobs! {
     /// the uplink gathers (a TAP): the first bytes (headers) are grant-copied, the guest's
     /// other pages mapped read-only and written from there. 0 = always copy.
     tx_map_min = 0;
+    /// Frames for the guest that have waited this many ms while it lacked the RX requests
+    /// to take them are dropped (`rx_dropped_expired`; Linux's `rx_drain_timeout_msecs`).
+    /// 0 = never.
+    rx_drain_timeout_ms = 10_000;
+    /// A guest that has lacked the RX requests for the next frame this many ms without
+    /// taking any is declared stalled: its uplink's carrier goes off until it posts enough
+    /// (Linux's `rx_stall_timeout_msecs`; only if the frontend has `feature-rx-notify`).
+    /// 0 = never.
+    rx_stall_timeout_ms = 60_000;
 }
 
 /// An invalid knob value.
@@ -204,6 +224,14 @@ pub enum KnobError {
     /// A `tx-map-min` beyond the longest frame.
     #[error("tx-map-min = {0} exceeds the longest frame ({MAX_FRAME_LEN} bytes; 0 turns mapping off)")]
     MapMin(u32),
+    /// An RX timeout beyond [`MAX_TIMEOUT_MS`].
+    #[error("{knob} = {value} ms exceeds {MAX_TIMEOUT_MS} ms (0 turns it off)")]
+    TimeoutTooLong {
+        /// The knob.
+        knob: &'static str,
+        /// Its value.
+        value: u32,
+    },
     /// An MTU outside `68..=MAX_MTU`.
     #[error("mtu = {0} is outside 68..={MAX_MTU}")]
     Mtu(u32),
@@ -246,6 +274,13 @@ impl KnobValues {
                 return Err(KnobError::TooLong { knob, value });
             }
         }
+        let timeouts =
+            [("rx-drain-timeout-ms", self.rx_drain_timeout_ms), ("rx-stall-timeout-ms", self.rx_stall_timeout_ms)];
+        for (knob, value) in timeouts {
+            if value > MAX_TIMEOUT_MS {
+                return Err(KnobError::TimeoutTooLong { knob, value });
+            }
+        }
         if !(68..=MAX_MTU).contains(&self.mtu) {
             return Err(KnobError::Mtu(self.mtu));
         }
@@ -258,6 +293,16 @@ impl KnobValues {
     /// The largest frame accepted from the guest without GSO (`mtu` plus the Ethernet header).
     pub fn max_frame_len(&self) -> usize {
         self.mtu as usize + 14
+    }
+
+    /// `rx_drain_timeout_ms` as a duration; `None` when off.
+    pub fn rx_drain_timeout(&self) -> Option<Duration> {
+        (self.rx_drain_timeout_ms > 0).then(|| Duration::from_millis(self.rx_drain_timeout_ms.into()))
+    }
+
+    /// `rx_stall_timeout_ms` as a duration; `None` when off.
+    pub fn rx_stall_timeout(&self) -> Option<Duration> {
+        (self.rx_stall_timeout_ms > 0).then(|| Duration::from_millis(self.rx_stall_timeout_ms.into()))
     }
 }
 
@@ -278,5 +323,30 @@ impl Knobs {
 impl Default for Knobs {
     fn default() -> Self {
         Self::new(KnobValues::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_timeouts_default_to_linux_and_zero_turns_them_off() {
+        let d = KnobValues::default();
+        assert_eq!(
+            (d.rx_drain_timeout(), d.rx_stall_timeout()),
+            (Some(Duration::from_secs(10)), Some(Duration::from_secs(60)))
+        );
+        let off =
+            d.with(&PartialKnobs { rx_drain_timeout_ms: Some(0), rx_stall_timeout_ms: Some(0), ..Default::default() });
+        assert_eq!(off.validate(), Ok(()));
+        assert_eq!((off.rx_drain_timeout(), off.rx_stall_timeout()), (None, None));
+        let mut named = PartialKnobs::default();
+        named.set_named("rx-stall-timeout-ms", "300").unwrap();
+        named.set_named("rx_drain_timeout_ms", " 200 ").unwrap();
+        assert_eq!(named.named(), [("rx-drain-timeout-ms", 200), ("rx-stall-timeout-ms", 300)]);
+        let long = d.with(&PartialKnobs { rx_drain_timeout_ms: Some(MAX_TIMEOUT_MS + 1), ..Default::default() });
+        let e = long.validate().unwrap_err();
+        assert!(e.to_string().contains("rx-drain-timeout-ms") && e.to_string().contains("0 turns it off"), "{e}");
     }
 }

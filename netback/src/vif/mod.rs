@@ -23,6 +23,7 @@ mod pacing;
 mod pass;
 mod rx;
 mod rx_prepare;
+mod rx_stall;
 mod tx;
 mod tx_parse;
 mod worker;

@@ -5,12 +5,13 @@
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use vm_memory::VolatileSlice;
 
 use super::VifCounters;
 use crate::frame::Frame;
-use crate::port::{DropReason, PortStats, TransmitOutcome, Uplink};
+use crate::port::{Backlog, DropReason, PortStats, TransmitOutcome, Uplink};
 
 /// Wraps the worker's uplink; `max_len` is refreshed by the worker at every pass.
 #[derive(Debug)]
@@ -90,5 +91,13 @@ impl<U: Uplink> Uplink for MtuGate<U> {
 
     fn stats(&self) -> PortStats {
         self.inner.stats()
+    }
+
+    fn expire(&self, max_age: Option<Duration>) -> Backlog {
+        self.inner.expire(max_age)
+    }
+
+    fn set_carrier(&self, on: bool) {
+        self.inner.set_carrier(on);
     }
 }

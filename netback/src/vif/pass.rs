@@ -26,6 +26,8 @@ pub(super) struct Pass {
     pub progress: bool,
     /// TX requests were consumed.
     pub tx_consumed: bool,
+    /// RX requests were consumed: the guest took frames.
+    pub rx_consumed: bool,
 }
 
 /// Segments copied so far (both directions).
@@ -44,11 +46,17 @@ impl<G: GrantOps + EventChannels, U: Uplink> Worker<G, U> {
     pub(super) fn pass(&mut self, knobs: &KnobValues) -> Result<Pass, DatapathError> {
         let copy = knobs.copy_batch.max(1);
         let (tx_more, tx_done) = self.drain_tx(knobs.tx_drain_max.max(1), copy, knobs.tx_map_min as usize)?;
+        let rx_cons = self.rx.req_cons();
         let (rx_more, rx_done) = self.drain_rx(u64::from(knobs.rx_drain_max.max(1)), copy)?;
         let batching = &self.counters.batching;
         batching.tx_drain.record(u64::from(tx_done));
         batching.rx_deliver.record(rx_done);
-        Ok(Pass { more: tx_more || rx_more, progress: tx_done > 0 || rx_done > 0, tx_consumed: tx_done > 0 })
+        Ok(Pass {
+            more: tx_more || rx_more,
+            progress: tx_done > 0 || rx_done > 0,
+            tx_consumed: tx_done > 0,
+            rx_consumed: self.rx.req_cons() != rx_cons,
+        })
     }
 
     /// Up to `max` TX requests (a packet's chain may overshoot), `copy` frames per call,

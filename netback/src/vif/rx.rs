@@ -59,13 +59,17 @@ pub(super) struct RxPath {
     reqs: Vec<RxRequest>,
     /// Frames just popped from the uplink, before `prepare` (kept to reuse its allocation).
     popped: Vec<crate::frame::Frame>,
+    /// Requests the ring must hold before the next frame counts as deliverable, whatever it
+    /// needs: while the guest's RX is stalled, what the frame that stalled it needed
+    /// (`rx_stall.rs`); 0 otherwise.
+    floor: u32,
 }
 
 impl RxPath {
     /// Requests the next frame needs before it can be taken (1 if none waits: one request
     /// is enough to pop a frame and look at it).
     pub fn needed(&self) -> u32 {
-        self.waiting.front().map_or(1, Ready::slots)
+        self.waiting.front().map_or(1, Ready::slots).max(self.floor)
     }
 
     /// True if the ring holds enough unconsumed requests for the next frame.
@@ -82,6 +86,23 @@ impl RxPath {
         }
         ring.set_req_event(ring.req_cons().wrapping_add(self.needed()));
         self.can_deliver(ring)
+    }
+
+    /// Sets the floor under [`RxPath::needed`] (0: none).
+    pub fn set_floor(&mut self, floor: u32) {
+        self.floor = floor;
+    }
+
+    /// Whether prepared frames wait for requests.
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Drops every prepared frame waiting for requests; returns how many.
+    pub fn drop_waiting(&mut self) -> usize {
+        let n = self.waiting.len();
+        self.waiting.clear();
+        n
     }
 
     /// Delivers up to `ctx.batch` frames into posted buffers. Returns true if more work may
