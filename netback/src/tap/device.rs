@@ -1,6 +1,6 @@
 //! [`Tap`]: one TAP device from `/dev/net/tun`, created with a `virtio_net_hdr_v1` before
-//! every frame and checksum/TSO offload on. The only file of the crate with `unsafe`: each
-//! block is one ioctl (or a zeroed `ifreq`), or the `writev(2)` of a frame whose pieces
+//! every frame and checksum/TSO offload on. With `carrier.rs`, the only file of the crate
+//! with `unsafe`: each block is one ioctl (or a zeroed `ifreq`), or the `writev(2)` of a frame whose pieces
 //! lie in guest memory; every buffer handed to the kernel is a live, correctly typed local
 //! or a borrowed `VolatileSlice`.
 //!
