@@ -12,6 +12,10 @@
 //!   [`GrantOps`](crate::GrantOps) fetches the granting domain's descriptors once per domid
 //!   and then validates every operation against the shared tables exactly like
 //!   `xen/common/grant_table.c`, returning the same `GNTST_*` codes.
+//! * Each connection also gets a **pin ledger** (a memfd) in which the process records the
+//!   grants it holds pinned, so that when the process dies the host drops its pins, as
+//!   closing `/dev/xen/gntdev` does on Linux (see the `ledger` module). A process may hold
+//!   at most [`MAX_MAPPED_GRANTS`] map pins; more maps fail with `GNTST_no_space`.
 //! * An event channel is a pair of eventfds; `notify` is one `write(2)` to the peer's.
 //! * The control socket carries only control-plane messages (hello, domain descriptors,
 //!   event-channel alloc/bind/close, toolstack create/destroy), in a small binary format.
@@ -26,6 +30,7 @@ mod domain;
 mod evtchn;
 mod gnttab;
 mod host;
+mod ledger;
 mod memory;
 mod ops;
 mod protocol;
@@ -35,9 +40,10 @@ pub use domain::SimDomain;
 pub use evtchn::SimEventChannel;
 pub use gnttab::{
     GNTTAB_NR_RESERVED_ENTRIES, GTF_ACCEPT_TRANSFER, GTF_INVALID, GTF_PCD, GTF_PERMIT_ACCESS, GTF_PWT, GTF_READING,
-    GTF_READONLY, GTF_SUB_PAGE, GTF_TRANSITIVE, GTF_TYPE_MASK, GTF_WRITING, GrantEntryV1,
+    GTF_READONLY, GTF_SUB_PAGE, GTF_TRANSITIVE, GTF_TYPE_MASK, GTF_WRITING, GrantEntryV1, GrantPins,
 };
-pub use host::{Hypervisor, HypervisorHandle};
+pub use host::{Hypervisor, HypervisorHandle, PinReleases};
+pub use ledger::{COPY_SLOTS, MAX_MAPPED_GRANTS};
 
 use crate::DomId;
 use nix::errno::Errno;

@@ -2,8 +2,9 @@
 
 use super::alloc::Allocator;
 use super::evtchn::SimEventChannel;
-use super::gnttab::GrantEntryV1;
-use super::memory::{DomainFds, DomainMemory, check_page_size, raise_nofile_limit};
+use super::gnttab::{GrantEntryV1, GrantPins};
+use super::ledger::{Ledger, ledger_len};
+use super::memory::{DomainFds, DomainMemory, check_page_size, map_shared, raise_nofile_limit};
 use super::ops::{self, Resolve};
 use super::protocol::{self, DOMAIN_FDS, MAX_MSG, Reply, Request};
 use super::{Credentials, DomainConfig, SimError, SimToken};
@@ -15,6 +16,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -78,6 +80,8 @@ struct Inner {
     domid: DomId,
     own: Arc<DomainMemory>,
     alloc: Arc<Allocator>,
+    /// Where every pin we take is recorded, for the host to release if we die.
+    ledger: Arc<Ledger>,
     /// Domains we looked up, ours included. A domain found dead is unmapped here (live
     /// mappings keep their own reference) and remembered as dead: domids are never reused
     /// within a host, so it never needs asking about again.
@@ -109,10 +113,14 @@ impl SimDomain {
         raise_nofile_limit();
         let ctl = Arc::new(Control::connect(socket.as_ref())?);
         let (reply, mut fds) = ctl.call(&Request::Hello(who))?;
-        let Reply::Hello { domid, mem_pages, grant_frames, xenstore } = reply else {
+        let Reply::Hello { domid, mem_pages, grant_frames, ledger_slots, ledger_token, xenstore } = reply else {
             return Err(SimError::Protocol { reason: format!("unexpected hello reply {reply:?}") });
         };
         let xenstore = xenstore.then(|| UnixStream::from(fds.pop().expect("fd count checked")));
+        let ledger_file = Arc::new(File::from(fds.pop().expect("fd count checked")));
+        let ledger = map_shared(&ledger_file, 0, ledger_len(ledger_slots), libc::PROT_READ | libc::PROT_WRITE)
+            .and_then(|region| Ledger::new(region, ledger_slots, ledger_token, Some(ctl.clone())))
+            .map_err(|e| SimError::io("mapping our pin ledger", e))?;
         let fds = DomainFds::from_vec(fds).expect("fd count checked");
         let own = Arc::new(
             DomainMemory::map(domid, mem_pages, grant_frames, fds)
@@ -123,6 +131,7 @@ impl SimDomain {
         Ok(Self {
             inner: Arc::new(Inner {
                 alloc: Arc::new(Allocator::new(own.clone(), claim)),
+                ledger: Arc::new(ledger),
                 domains: RwLock::new(HashMap::from([(domid, Cached::Mapped(own.clone()))])),
                 resolves: AtomicU64::new(0),
                 ctl,
@@ -170,6 +179,17 @@ impl SimDomain {
         let refused = |status| GrantError::Map { domid, gref, status };
         let dom = self.resolve(domid).map_err(|e| resolve_error(e, refused))?;
         dom.table.read(gref).ok_or(refused(GrantStatus::BadGntref))
+    }
+
+    /// Inspection (sim only): the pins `domid`'s grant `gref` has now, from every process of
+    /// every domain (Xen's active grant entry).
+    pub fn grant_pins(&self, domid: DomId, gref: GrantRef) -> Result<GrantPins, GrantError> {
+        let refused = |status| GrantError::Map { domid, gref, status };
+        let dom = self.resolve(domid).map_err(|e| resolve_error(e, refused))?;
+        if gref >= dom.table.entries() {
+            return Err(refused(GrantStatus::BadGntref));
+        }
+        Ok(dom.active.pins(gref))
     }
 
     /// Simulates a misbehaving guest (sim only): writes `entry` into our own grant table at
@@ -270,7 +290,7 @@ impl GrantOps for SimDomain {
         self.check_caller_alive()?;
         let dom =
             self.resolve(domid).map_err(|e| resolve_error(e, |status| GrantError::Map { domid, gref, status }))?;
-        ops::map(&dom, self.inner.domid, gref, access)
+        ops::map(&dom, &self.inner.ledger, self.inner.domid, gref, access)
     }
 
     fn map_many(&self, domid: DomId, grefs: &[GrantRef], access: Access) -> Result<GrantMapping, GrantError> {
@@ -279,14 +299,14 @@ impl GrantOps for SimDomain {
         let dom = self
             .resolve(domid)
             .map_err(|e| resolve_error(e, |status| GrantError::Map { domid, gref: first, status }))?;
-        ops::map_many(&dom, self.inner.domid, grefs, access)
+        ops::map_many(&dom, &self.inner.ledger, self.inner.domid, grefs, access)
     }
 
     fn copy(&self, segments: &mut [CopySegment<'_>]) -> Result<(), GrantError> {
         self.check_caller_alive()?;
         // Most batches name one or two domains: look each up once per batch.
         let mut last: Option<Arc<DomainMemory>> = None;
-        ops::copy(self.inner.domid, segments, |domid| {
+        ops::copy(&self.inner.ledger, self.inner.domid, segments, |domid| {
             let domid = if domid == DOMID_SELF { self.inner.domid } else { domid };
             if let Some(dom) = last.as_ref().filter(|d| d.domid() == domid) {
                 return Ok(dom.clone());

@@ -1,5 +1,10 @@
 //! The host service: a listening socket, one thread per connected domain process.
+//!
+//! When a connection ends, its thread settles the process's pin ledger
+//! ([`super::ledger`]) before reporting the domain events, so a guest's grants are free to
+//! revoke by the time anyone hears that their mapper is gone.
 
+use super::ledger::HostLedger;
 use super::memory::raise_nofile_limit;
 use super::protocol::{self, MAX_MSG, Reply, Request};
 use super::registry::{Conn, Outcome, Registry};
@@ -29,6 +34,31 @@ struct Shared {
     on_event: RwLock<Option<EventHook>>,
     xenstore: RwLock<Option<XenstoreHook>>,
     next_conn: AtomicU64,
+    releases: ReleaseCounters,
+}
+
+/// Totals behind [`PinReleases`].
+#[derive(Default)]
+struct ReleaseCounters {
+    ledgers: AtomicU64,
+    pins: AtomicU64,
+    repaired: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// What the host did with the pin ledgers of ended connections, since it started
+/// ([`Hypervisor::pin_releases`]): gntdev's release of a closed device, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PinReleases {
+    /// Connections whose ledger was settled (every connection that completed a hello).
+    pub ledgers: u64,
+    /// Pins dropped on behalf of processes that ended holding them.
+    pub pins: u64,
+    /// Grant entries a process died holding the lock of, put back in order.
+    pub repaired: u64,
+    /// Records left alone: the entry stayed locked by a live process, or the record did not
+    /// match the entry's pins (a forged ledger).
+    pub skipped: u64,
 }
 
 impl Shared {
@@ -83,6 +113,7 @@ impl Hypervisor {
                 on_event: RwLock::new(None),
                 xenstore: RwLock::new(None),
                 next_conn: AtomicU64::new(1),
+                releases: ReleaseCounters::default(),
             }),
         })
     }
@@ -112,6 +143,17 @@ impl Hypervisor {
         let events = self.shared.registry().destroy_domain(domid)?;
         self.shared.fire(events);
         Ok(())
+    }
+
+    /// Totals of the pins released on behalf of processes whose connection ended.
+    pub fn pin_releases(&self) -> PinReleases {
+        let r = &self.shared.releases;
+        PinReleases {
+            ledgers: r.ledgers.load(Ordering::Acquire),
+            pins: r.pins.load(Ordering::Relaxed),
+            repaired: r.repaired.load(Ordering::Relaxed),
+            skipped: r.skipped.load(Ordering::Relaxed),
+        }
     }
 
     /// Serves the control protocol on a unix socket at `path` (replacing a stale socket
@@ -221,7 +263,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &OwnedFd, stop: &Arc<OwnedFd>) {
         let (shared, stop) = (shared.clone(), stop.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("sim-host-conn-{id}"))
-            .spawn(move || serve_conn(&shared, Conn { id, domid: None, sock: Arc::new(fd) }, &stop));
+            .spawn(move || serve_conn(&shared, Conn { id, domid: None, sock: Arc::new(fd), ledger: None }, &stop));
         match spawned {
             Ok(handle) => conns.push(handle),
             Err(e) => tracing::warn!(error = %e, "could not spawn a sim host connection thread"),
@@ -233,15 +275,21 @@ fn accept_loop(shared: &Arc<Shared>, listener: &OwnedFd, stop: &Arc<OwnedFd>) {
 }
 
 /// Serves one connection until it closes, misbehaves or the host stops; then the registry
-/// forgets it (a guest dies with its connection).
+/// forgets it (a guest dies with its connection) and its pins are settled.
 fn serve_conn(shared: &Shared, mut conn: Conn, stop: &OwnedFd) {
     let sock = conn.sock.clone();
+    // Whether the process closed the connection (rather than the host ending it).
+    let mut peer_closed = false;
     while wait_readable(sock.as_fd(), stop) {
         let datagram = match protocol::recv(sock.as_fd()) {
             Ok(Some(d)) => d,
-            Ok(None) => break,
+            Ok(None) => {
+                peer_closed = true;
+                break;
+            }
             Err(e) => {
                 tracing::debug!(conn = conn.id, error = %e, "sim host receive failed");
+                peer_closed = e.raw_os_error() == Some(libc::ECONNRESET);
                 break;
             }
         };
@@ -271,14 +319,50 @@ fn serve_conn(shared: &Shared, mut conn: Conn, stop: &OwnedFd) {
         // Never block on a client that does not read its replies: drop it instead.
         if let Err(e) = protocol::send(sock.as_fd(), &outcome.reply.encode(), &fds, true) {
             tracing::debug!(conn = conn.id, error = %e, "sim host reply failed");
+            peer_closed = matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET));
             break;
         }
         if close_after {
             break;
         }
     }
-    let events = shared.registry().disconnect(&conn);
-    shared.fire(events);
+    let ended = shared.registry().disconnect(&conn);
+    if let (Some(ledger), Some(ldom)) = (conn.ledger.take(), conn.domid) {
+        release_pins(shared, conn.id, ldom, &ledger, peer_closed && !ended.shut_by_host);
+    }
+    shared.fire(ended.events);
+}
+
+/// Settles the pins recorded in an ended connection's ledger (see
+/// [`HostLedger::release`]; `gone`: the process closed the connection itself, so it is
+/// dead), then frees its token. Runs without the registry locked: an entry lock may take a
+/// while.
+fn release_pins(shared: &Shared, conn: u64, ldom: DomId, ledger: &HostLedger, gone: bool) {
+    let domids = ledger.domids();
+    let done = if domids.is_empty() {
+        Default::default()
+    } else {
+        let tables = shared.registry().tables(&domids);
+        ledger.release(ldom, &tables, gone)
+    };
+    shared.registry().free_token(ledger.token());
+    if done.pins + done.repaired + done.skipped > 0 {
+        tracing::info!(
+            conn,
+            ldom,
+            gone,
+            pins = done.pins,
+            repaired = done.repaired,
+            skipped = done.skipped,
+            "released the grant pins of an ended connection"
+        );
+    }
+    let r = &shared.releases;
+    r.pins.fetch_add(done.pins, Ordering::Relaxed);
+    r.repaired.fetch_add(done.repaired, Ordering::Relaxed);
+    r.skipped.fetch_add(done.skipped, Ordering::Relaxed);
+    // Last, with release ordering: whoever sees the ledger counted sees its totals.
+    r.ledgers.fetch_add(1, Ordering::Release);
 }
 
 fn hello(shared: &Shared, conn: &mut Conn, creds: &super::Credentials) -> Outcome {

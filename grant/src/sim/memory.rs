@@ -1,6 +1,6 @@
 //! Memfd-backed domain memory and tables, and their mappings in a domain process.
 
-use super::gnttab::{ActiveTable, GrantTable};
+use super::gnttab::{ActiveTable, DomainTables, GrantTable};
 use crate::{DomId, PAGE_SIZE};
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -173,6 +173,18 @@ impl DomainFds {
 
     pub(crate) fn borrow(&self) -> [BorrowedFd<'_>; 4] {
         [self.mem.as_fd(), self.table.as_fd(), self.active.as_fd(), self.status.as_fd()]
+    }
+
+    /// Maps the grant table and the active table (the host's view, to settle pins).
+    pub(crate) fn map_tables(&self, grant_frames: u32) -> io::Result<DomainTables> {
+        let entries = grant_frames
+            .checked_mul(super::gnttab::ENTRIES_PER_FRAME)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let file = |fd: &OwnedFd| fd.try_clone().map(|fd| Arc::new(File::from(fd)));
+        let table = map_shared(&file(&self.table)?, 0, grant_frames as usize * PAGE_SIZE, rw)?;
+        let active = map_shared(&file(&self.active)?, 0, active_table_len(entries), rw)?;
+        Ok(DomainTables { table: GrantTable::new(table, entries), active: ActiveTable::new(active, entries) })
     }
 }
 

@@ -1,7 +1,10 @@
 //! `GNTTABOP_map_grant_ref` and `GNTTABOP_copy`, run in the caller's process against the
-//! granting domain's shared tables.
+//! granting domain's shared tables. Every pin is recorded in the caller's ledger
+//! ([`super::ledger`]): slots are reserved before anything is pinned, one per mapped page
+//! and two per copy batch (the two ends of the segment being copied).
 
 use super::gnttab;
+use super::ledger::{Ledger, Record, Slot, Slots, Use};
 use super::memory::{DomainMemory, FixedPages, map_shared};
 use crate::{Access, CopyPtr, CopySegment, DomId, GrantError, GrantMapping, GrantRef, GrantStatus, PAGE_SIZE, Unmap};
 use nix::sys::mman::ProtFlags;
@@ -17,18 +20,25 @@ pub(crate) enum Resolve {
     Io(std::io::Error),
 }
 
-/// Pins `gref` of `dom` for `ldom`, then releases it on drop.
+/// Pins a grant of `dom` for `ldom` (recorded in `slot`), then releases it on drop.
 struct Pin<'a> {
     dom: &'a DomainMemory,
-    gref: GrantRef,
-    readonly: bool,
+    rec: Record,
+    slot: Slot<'a>,
     frame: u32,
 }
 
 impl<'a> Pin<'a> {
-    fn new(dom: &'a DomainMemory, gref: GrantRef, ldom: DomId, readonly: bool, map: bool) -> Result<Self, GrantStatus> {
-        let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), gref, ldom, readonly, map)?;
-        Ok(Self { dom, gref, readonly, frame })
+    fn new(
+        dom: &'a DomainMemory,
+        gref: GrantRef,
+        ldom: DomId,
+        readonly: bool,
+        slot: Slot<'a>,
+    ) -> Result<Self, GrantStatus> {
+        let rec = Record { domid: dom.domid(), gref, readonly };
+        let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), rec, ldom, false, slot)?;
+        Ok(Self { dom, rec, slot, frame })
     }
 
     /// The pinned page, `offset..offset + len` (checked by the caller to stay in the page).
@@ -42,21 +52,29 @@ impl<'a> Pin<'a> {
 
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
-        gnttab::unpin(&self.dom.table, &self.dom.active, self.gref, self.readonly);
+        gnttab::unpin(&self.dom.table, &self.dom.active, self.rec, self.slot);
     }
+}
+
+/// Slots for `n` map pins, or `GNTST_no_space` naming `gref` (Xen's maptrack is full).
+fn reserve_maps(ledger: &Arc<Ledger>, n: usize, domid: DomId, gref: GrantRef) -> Result<Slots, GrantError> {
+    ledger.reserve(n, Use::Map).ok_or_else(|| {
+        tracing::debug!(domid, gref, pages = n, "pin ledger full: map refused");
+        GrantError::Map { domid, gref, status: GrantStatus::NoSpace }
+    })
 }
 
 /// Releases the pin of a [`GrantMapping`] after its page was unmapped.
 #[derive(Debug)]
 struct MapRelease {
     dom: Arc<DomainMemory>,
-    gref: GrantRef,
-    readonly: bool,
+    rec: Record,
+    slots: Slots,
 }
 
 impl Unmap for MapRelease {
     fn unmap(&mut self) {
-        gnttab::unpin(&self.dom.table, &self.dom.active, self.gref, self.readonly);
+        gnttab::unpin(&self.dom.table, &self.dom.active, self.rec, self.slots.get(0));
     }
 }
 
@@ -64,6 +82,7 @@ impl Unmap for MapRelease {
 /// mapping of the frame (through a read-only description for `Access::ReadOnly`).
 pub(crate) fn map(
     dom: &Arc<DomainMemory>,
+    ledger: &Arc<Ledger>,
     ldom: DomId,
     gref: GrantRef,
     access: Access,
@@ -73,9 +92,11 @@ pub(crate) fn map(
     if !dom.alive() {
         return Err(refused(GrantStatus::BadDomain));
     }
-    let readonly = access == Access::ReadOnly;
-    let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), gref, ldom, readonly, true).map_err(refused)?;
-    let release = MapRelease { dom: dom.clone(), gref, readonly };
+    let slots = reserve_maps(ledger, 1, domid, gref)?;
+    let rec = Record { domid, gref, readonly: access == Access::ReadOnly };
+    let frame =
+        gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), rec, ldom, true, slots.get(0)).map_err(refused)?;
+    let release = MapRelease { dom: dom.clone(), rec, slots };
     let region = match access {
         Access::ReadOnly => dom
             .mem_file_read_only()
@@ -99,15 +120,19 @@ pub(crate) fn map(
 struct ManyRelease {
     pages: Option<FixedPages>,
     dom: Arc<DomainMemory>,
+    /// The grants pinned so far; `grefs[i]` recorded in slot `i`.
     grefs: Vec<GrantRef>,
     readonly: bool,
+    slots: Slots,
 }
 
 impl Unmap for ManyRelease {
     fn unmap(&mut self) {
         drop(self.pages.take());
-        for &gref in &self.grefs {
-            gnttab::unpin(&self.dom.table, &self.dom.active, gref, self.readonly);
+        let domid = self.dom.domid();
+        for (i, &gref) in self.grefs.iter().enumerate() {
+            let rec = Record { domid, gref, readonly: self.readonly };
+            gnttab::unpin(&self.dom.table, &self.dom.active, rec, self.slots.get(i));
         }
         self.grefs.clear();
     }
@@ -126,6 +151,7 @@ impl Drop for ManyRelease {
 /// place (through a read-only description for `Access::ReadOnly`).
 pub(crate) fn map_many(
     dom: &Arc<DomainMemory>,
+    ledger: &Arc<Ledger>,
     ldom: DomId,
     grefs: &[GrantRef],
     access: Access,
@@ -141,11 +167,14 @@ pub(crate) fn map_many(
         return Err(GrantError::Map { domid, gref: first, status: GrantStatus::BadDomain });
     }
     let readonly = access == Access::ReadOnly;
-    let mut release = ManyRelease { pages: None, dom: dom.clone(), grefs: Vec::with_capacity(grefs.len()), readonly };
+    let slots = reserve_maps(ledger, grefs.len(), domid, first)?;
+    let mut release =
+        ManyRelease { pages: None, dom: dom.clone(), grefs: Vec::with_capacity(grefs.len()), readonly, slots };
     let mut frames = Vec::with_capacity(grefs.len());
-    for &gref in grefs {
+    for (i, &gref) in grefs.iter().enumerate() {
         // On a refusal, dropping `release` unpins the grants pinned so far.
-        let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), gref, ldom, readonly, true)
+        let rec = Record { domid, gref, readonly };
+        let frame = gnttab::pin(&dom.table, &dom.active, dom.mem_pages(), rec, ldom, true, release.slots.get(i))
             .map_err(|status| GrantError::Map { domid, gref, status })?;
         release.grefs.push(gref);
         frames.push(frame);
@@ -184,7 +213,9 @@ enum End<'s, 'a> {
 /// domain unknown or dead → `bad_domain`; source grant, then destination grant, refused as
 /// [`gnttab::pin`] describes; `offset + len` beyond the page on a grant end →
 /// `bad_copy_arg`. Two grant ends copy directly from one domain's page to the other's.
+/// The batch fails with `ENOSPC` if the ledger has no two slots left for it.
 pub(crate) fn copy(
+    ledger: &Arc<Ledger>,
     ldom: DomId,
     segments: &mut [CopySegment<'_>],
     mut resolve: impl FnMut(DomId) -> Result<Arc<DomainMemory>, Resolve>,
@@ -199,6 +230,10 @@ pub(crate) fn copy(
         }
     }
     let count = segments.len();
+    let Some(slots) = ledger.reserve(2, Use::Copy) else {
+        let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        return Err(GrantError::CopyBatch { segments: count, source });
+    };
     let mut lookup = |ptr: &CopyPtr<'_>| -> Result<Option<Resolved>, Failed> {
         match ptr {
             CopyPtr::Local(_) => Ok(None),
@@ -214,7 +249,7 @@ pub(crate) fn copy(
         seg.status = match ends {
             Err(Failed::Batch(e)) => return Err(e),
             Err(Failed::BadDomain) => GrantStatus::BadDomain,
-            Ok((src, dst)) => copy_one(ldom, end(&seg.source, src), end(&seg.dest, dst), seg.len),
+            Ok((src, dst)) => copy_one(ldom, end(&seg.source, src), end(&seg.dest, dst), seg.len, &slots),
         };
     }
     Ok(())
@@ -243,16 +278,17 @@ fn end<'s, 'a>(ptr: &'s CopyPtr<'a>, grant: Option<Resolved>) -> End<'s, 'a> {
     }
 }
 
-fn copy_one(ldom: DomId, src: End<'_, '_>, dst: End<'_, '_>, len: u16) -> GrantStatus {
+/// One segment; its pins are recorded in `slots` 0 (source) and 1 (destination).
+fn copy_one(ldom: DomId, src: End<'_, '_>, dst: End<'_, '_>, len: u16, slots: &Slots) -> GrantStatus {
     let src_pin = match &src {
-        End::Grant { dom, gref, .. } => match Pin::new(dom, *gref, ldom, true, false) {
+        End::Grant { dom, gref, .. } => match Pin::new(dom, *gref, ldom, true, slots.get(0)) {
             Ok(pin) => Some(pin),
             Err(status) => return status,
         },
         End::Local(_) => None,
     };
     let dst_pin = match &dst {
-        End::Grant { dom, gref, .. } => match Pin::new(dom, *gref, ldom, false, false) {
+        End::Grant { dom, gref, .. } => match Pin::new(dom, *gref, ldom, false, slots.get(1)) {
             Ok(pin) => Some(pin),
             Err(status) => return status,
         },

@@ -50,9 +50,10 @@ pub(crate) const DOMAIN_FDS: usize = 4;
 /// What the host answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
-    /// Connected as `domid`; carries [`DOMAIN_FDS`] of our own domain, then the xenstore
-    /// stream if `xenstore`.
-    Hello { domid: DomId, mem_pages: u32, grant_frames: u32, xenstore: bool },
+    /// Connected as `domid`; carries [`DOMAIN_FDS`] of our own domain, then the pin ledger
+    /// of this connection (`ledger_slots` slots; our lock owner ids carry `ledger_token`),
+    /// then the xenstore stream if `xenstore`.
+    Hello { domid: DomId, mem_pages: u32, grant_frames: u32, ledger_slots: u32, ledger_token: u16, xenstore: bool },
     /// Carries [`DOMAIN_FDS`] of `domid`.
     Domain { domid: DomId, mem_pages: u32, grant_frames: u32 },
     /// A port bound or allocated; carries our inbox eventfd, then the peer's.
@@ -69,7 +70,7 @@ impl Reply {
     /// How many descriptors must accompany this reply.
     pub(crate) fn fd_count(&self) -> usize {
         match self {
-            Self::Hello { xenstore, .. } => DOMAIN_FDS + usize::from(*xenstore),
+            Self::Hello { xenstore, .. } => DOMAIN_FDS + 1 + usize::from(*xenstore),
             Self::Domain { .. } => DOMAIN_FDS,
             Self::Port(_) => 2,
             Self::Created(..) | Self::Ok | Self::Error(_) => 0,
@@ -206,11 +207,13 @@ impl Reply {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);
         match self {
-            Self::Hello { domid, mem_pages, grant_frames, xenstore } => {
+            Self::Hello { domid, mem_pages, grant_frames, ledger_slots, ledger_token, xenstore } => {
                 out.push(tag::R_HELLO);
                 out.extend(domid.to_le_bytes());
                 out.extend(mem_pages.to_le_bytes());
                 out.extend(grant_frames.to_le_bytes());
+                out.extend(ledger_slots.to_le_bytes());
+                out.extend(ledger_token.to_le_bytes());
                 out.push(u8::from(*xenstore));
             }
             Self::Domain { domid, mem_pages, grant_frames } => {
@@ -240,9 +243,14 @@ impl Reply {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);
         let msg = match r.u8()? {
-            tag::R_HELLO => {
-                Self::Hello { domid: r.u16()?, mem_pages: r.u32()?, grant_frames: r.u32()?, xenstore: r.bool()? }
-            }
+            tag::R_HELLO => Self::Hello {
+                domid: r.u16()?,
+                mem_pages: r.u32()?,
+                grant_frames: r.u32()?,
+                ledger_slots: r.u32()?,
+                ledger_token: r.u16()?,
+                xenstore: r.bool()?,
+            },
             tag::R_DOMAIN => Self::Domain { domid: r.u16()?, mem_pages: r.u32()?, grant_frames: r.u32()? },
             tag::R_PORT => Self::Port(r.u32()?),
             tag::R_CREATED => Self::Created(r.u16()?, SimToken(r.take()?)),
@@ -364,7 +372,7 @@ mod tests {
     #[test]
     fn reply_roundtrip() {
         let replies = [
-            Reply::Hello { domid: 1, mem_pages: 2, grant_frames: 3, xenstore: true },
+            Reply::Hello { domid: 1, mem_pages: 2, grant_frames: 3, ledger_slots: 4, ledger_token: 5, xenstore: true },
             Reply::Domain { domid: 1, mem_pages: 2, grant_frames: 3 },
             Reply::Port(7),
             Reply::Created(9, SimToken([1; 16])),

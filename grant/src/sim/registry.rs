@@ -3,16 +3,19 @@
 //!
 //! Invariants: a domain is in the registry iff it is alive (its status page says so);
 //! domids are never reused within one host, so a dead domain's cached state can never be
-//! mistaken for a new domain's.
+//! mistaken for a new domain's; a ledger token is in use from the hello that handed it out
+//! until the host settled that connection's ledger, so no two live ledgers share one.
 
 use super::evtchn::{Link, PortTable};
+use super::gnttab::DomainTables;
+use super::ledger::{HostLedger, LEDGER_SLOTS, MAX_TOKEN};
 use super::memory::{self, DomainFds, STATUS_ALIVE, STATUS_DEAD, map_shared, seal_future_writes, sealed_memfd};
 use super::protocol::{Reply, Request};
 use super::{Credentials, DomainConfig, DomainEvent, SimError, SimToken};
 use crate::{DOMID_SELF, DomId, EvtchnPort, PAGE_SIZE};
 use nix::errno::Errno;
 use nix::sys::socket::{Shutdown, shutdown};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -29,6 +32,8 @@ pub(crate) struct Conn {
     /// Set by a successful hello.
     pub domid: Option<DomId>,
     pub sock: Arc<OwnedFd>,
+    /// The pin ledger handed out at hello.
+    pub ledger: Option<HostLedger>,
 }
 
 /// One live domain.
@@ -38,6 +43,8 @@ struct HostDomain {
     fds: DomainFds,
     /// The host's writable mapping of the status page (everyone else maps it read-only).
     status: MmapRegion,
+    /// The host's mapping of the grant and active tables, to settle dead processes' pins.
+    tables: Arc<DomainTables>,
     /// A guest's one-time token, until its process connects.
     token: Option<SimToken>,
     introduced: bool,
@@ -63,11 +70,13 @@ impl HostDomain {
         let status = map_shared(&status_file, 0, PAGE_SIZE, libc::PROT_READ | libc::PROT_WRITE)?;
         set_status(&status, STATUS_ALIVE);
         seal_future_writes(fds.status.as_fd())?;
+        let tables = Arc::new(fds.map_tables(config.grant_frames)?);
         let ports = PortTable::default();
         Ok(Self {
             config,
             fds,
             status,
+            tables,
             token,
             introduced: false,
             conn: None,
@@ -111,12 +120,27 @@ impl Outcome {
     }
 }
 
+/// How a control connection ended, for the release of its pins.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// To report to the host's hook.
+    pub events: Vec<DomainEvent>,
+    /// The host shut the connection down itself (its domain was destroyed), so the
+    /// process may still be running.
+    pub shut_by_host: bool,
+}
+
 /// Every live domain of one host.
 #[derive(Debug)]
 pub(crate) struct Registry {
     domains: BTreeMap<DomId, HostDomain>,
     /// The next guest domid; only grows.
     next_domid: u32,
+    /// Ledger tokens in use, and where the search for a free one starts.
+    tokens: BTreeSet<u16>,
+    next_token: u16,
+    /// Connections the host shut down whose end was not yet handled.
+    shut: BTreeSet<ConnId>,
 }
 
 /// First domid Xen reserves (`DOMID_FIRST_RESERVED`).
@@ -127,7 +151,13 @@ impl Registry {
     pub(crate) fn new(dom0: DomainConfig) -> Result<Self, SimError> {
         dom0.validate()?;
         let d0 = HostDomain::new(0, dom0, None).map_err(|e| SimError::io("creating dom0", e))?;
-        Ok(Self { domains: BTreeMap::from([(0, d0)]), next_domid: 1 })
+        Ok(Self {
+            domains: BTreeMap::from([(0, d0)]),
+            next_domid: 1,
+            tokens: BTreeSet::new(),
+            next_token: 1,
+            shut: BTreeSet::new(),
+        })
     }
 
     /// Creates a guest that one process may connect as, with the returned token.
@@ -163,7 +193,8 @@ impl Registry {
                 self.unlink(domid, p.link);
             }
         }
-        if let Some((_, sock)) = dom.conn.take() {
+        if let Some((id, sock)) = dom.conn.take() {
+            self.shut.insert(id);
             let _ = shutdown(sock.as_raw_fd(), Shutdown::Both);
         }
         Some(if dom.introduced { vec![DomainEvent::Released(domid)] } else { Vec::new() })
@@ -192,17 +223,36 @@ impl Registry {
     }
 
     /// Completes a hello checked by [`Registry::check_hello`]: consumes a guest's token and
-    /// replies with our own domain's descriptors (plus `xenstore`, if any).
+    /// replies with our own domain's descriptors, the connection's fresh pin ledger (kept in
+    /// `conn`) and `xenstore`, if any.
     pub(crate) fn hello(&mut self, conn: &mut Conn, creds: &Credentials, xenstore: Option<OwnedFd>) -> Outcome {
         let domid = match self.check_hello(creds) {
             Ok(domid) => domid,
             Err(errno) => return Outcome::error(errno),
         };
+        let Some(token) = self.alloc_token() else { return Outcome::error(Errno::ENOSPC) };
+        let ledger = match HostLedger::create(token) {
+            Ok(ledger) => ledger,
+            Err(e) => {
+                self.tokens.remove(&token);
+                return Outcome::error(io_errno(e));
+            }
+        };
         let dom = self.domains.get_mut(&domid).expect("check_hello found it");
         let mut fds = match dom.dup_fds() {
             Ok(fds) => fds,
-            Err(errno) => return Outcome::error(errno),
+            Err(errno) => {
+                self.tokens.remove(&token);
+                return Outcome::error(errno);
+            }
         };
+        match ledger.fd().try_clone_to_owned() {
+            Ok(fd) => fds.push(fd),
+            Err(e) => {
+                self.tokens.remove(&token);
+                return Outcome::error(io_errno(e));
+            }
+        }
         let mut events = Vec::new();
         if domid != 0 {
             dom.token = None;
@@ -211,10 +261,13 @@ impl Registry {
             events.push(DomainEvent::Introduced(domid));
         }
         conn.domid = Some(domid);
+        conn.ledger = Some(ledger);
         let reply = Reply::Hello {
             domid,
             mem_pages: dom.config.mem_pages,
             grant_frames: dom.config.grant_frames,
+            ledger_slots: LEDGER_SLOTS,
+            ledger_token: token,
             xenstore: xenstore.is_some(),
         };
         fds.extend(xenstore);
@@ -308,8 +361,15 @@ impl Registry {
     }
 
     /// A control connection ended: a guest's domain dies with it; a dom0 process's ports
-    /// close and its allocator claim lapses.
-    pub(crate) fn disconnect(&mut self, conn: &Conn) -> Vec<DomainEvent> {
+    /// close and its allocator claim lapses. (Its pins are settled by the caller, without
+    /// the registry locked: see [`Registry::tables`].)
+    pub(crate) fn disconnect(&mut self, conn: &Conn) -> Ended {
+        let shut_by_host = self.shut.remove(&conn.id);
+        let events = self.forget(conn);
+        Ended { events, shut_by_host }
+    }
+
+    fn forget(&mut self, conn: &Conn) -> Vec<DomainEvent> {
         let Some(domid) = conn.domid else { return Vec::new() };
         let owns_domain = self.domains.get(&domid).and_then(|d| d.conn.as_ref()).is_some_and(|(id, _)| *id == conn.id);
         if owns_domain {
@@ -324,6 +384,28 @@ impl Registry {
             let _ = self.close(conn.id, domid, port);
         }
         Vec::new()
+    }
+
+    /// The tables of those of `domids` that are alive (a dead domain's pins need nothing).
+    pub(crate) fn tables(&self, domids: &BTreeSet<DomId>) -> BTreeMap<DomId, Arc<DomainTables>> {
+        domids.iter().filter_map(|d| Some((*d, self.domains.get(d)?.tables.clone()))).collect()
+    }
+
+    /// A free ledger token, searching round-robin so a token is reused as late as possible.
+    fn alloc_token(&mut self) -> Option<u16> {
+        for _ in 0..MAX_TOKEN {
+            let token = self.next_token;
+            self.next_token = if token >= MAX_TOKEN { 1 } else { token + 1 };
+            if self.tokens.insert(token) {
+                return Some(token);
+            }
+        }
+        None
+    }
+
+    /// The ledger of `token` was settled: the token may be handed out again.
+    pub(crate) fn free_token(&mut self, token: u16) {
+        self.tokens.remove(&token);
     }
 
     /// Kills every guest (host shutdown).

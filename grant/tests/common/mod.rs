@@ -1,9 +1,11 @@
-//! Shared harness: an in-process sim host, and guest domains as separate processes.
+//! Shared harness: an in-process sim host, and domain processes (guests, or dom0 processes
+//! that map and copy) as separate processes.
 //!
-//! A guest process is this test binary re-executed with `--exact child_guest --ignored`
+//! A child process is this test binary re-executed with `--exact child_guest --ignored`
 //! (every test file defines that `#[ignore]`d test as `common::child_main()`), with the host
-//! socket and the guest's token in the environment. It obeys one-line commands on stdin and
-//! answers each with exactly one line, `@@ok ...` or `@@err ...`, on stdout.
+//! socket and the guest's token (none for a dom0 process) in the environment. It obeys
+//! one-line commands on stdin and answers each with exactly one line, `@@ok ...` or
+//! `@@err ...`, on stdout.
 
 #![allow(dead_code)]
 
@@ -11,7 +13,10 @@ use grant::sim::{
     Credentials, DomainConfig, DomainEvent, GTF_PERMIT_ACCESS, GrantEntryV1, Hypervisor, HypervisorHandle, SimDomain,
     SimToken,
 };
-use grant::{Access, DomId, EventChannel, EventChannels, GrantAlloc, GrantRef, SharedPages};
+use grant::{
+    Access, CopyPtr, CopySegment, DomId, EventChannel, EventChannels, GrantAlloc, GrantMapping, GrantOps, GrantRef,
+    GrantStatus, SharedPages,
+};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant};
 
 const ENV_SOCKET: &str = "GRANT_SIM_SOCKET";
 const ENV_TOKEN: &str = "GRANT_SIM_TOKEN";
+/// Connect as dom0 instead of with a token.
+const ENV_DOM0: &str = "GRANT_SIM_DOM0";
 
 /// The byte at `i` of a page filled with `seed`.
 pub fn pattern(seed: u8, i: usize) -> u8 {
@@ -61,7 +68,12 @@ impl Host {
     /// Creates a guest and starts its process.
     pub fn guest(&self) -> Guest {
         let (domid, token) = self.hv.create_domain(DomainConfig::default()).expect("create");
-        Guest::spawn(&self.path, domid, token)
+        Guest::spawn(&self.path, domid, Some(token))
+    }
+
+    /// Starts a dom0 process (a backend that maps and copies).
+    pub fn dom0_process(&self) -> Guest {
+        Guest::spawn(&self.path, 0, None)
     }
 
     /// Waits until `event` was reported.
@@ -85,7 +97,7 @@ pub fn readable(fd: &impl AsFd, ms: u16) -> bool {
     poll(&mut fds, PollTimeout::from(ms)).expect("poll") == 1
 }
 
-/// A guest domain running in a child process.
+/// A domain running in a child process: a guest, or a process of dom0.
 pub struct Guest {
     pub domid: DomId,
     child: Child,
@@ -94,15 +106,16 @@ pub struct Guest {
 }
 
 impl Guest {
-    pub fn spawn(socket: &std::path::Path, domid: DomId, token: SimToken) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+    pub fn spawn(socket: &std::path::Path, domid: DomId, token: Option<SimToken>) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["--exact", "child_guest", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(ENV_SOCKET, socket)
-            .env(ENV_TOKEN, token.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn guest");
+            .env(ENV_SOCKET, socket);
+        match token {
+            Some(token) => command.env(ENV_TOKEN, token.to_string()),
+            None => command.env(ENV_DOM0, "1"),
+        };
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn guest");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut guest = Self { domid, child, stdin, stdout };
@@ -144,10 +157,17 @@ impl Guest {
         (out[0].clone(), out[1..].iter().map(|g| g.parse().unwrap()).collect())
     }
 
-    /// Ends the process (its domain dies) and reaps it.
+    /// Ends the process (a guest's domain dies) and reaps it. Whatever it still holds is
+    /// left to the host to release, as for any exit.
     pub fn exit(mut self) {
         let _ = writeln!(self.stdin, "exit");
         let _ = self.stdin.flush();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
         let _ = self.child.wait();
     }
 }
@@ -161,12 +181,17 @@ impl Drop for Guest {
 
 /// The body of every test file's `child_guest`: a guest obeying stdin commands.
 pub fn child_main() {
-    let (Ok(socket), Ok(token)) = (std::env::var(ENV_SOCKET), std::env::var(ENV_TOKEN)) else {
+    let Ok(socket) = std::env::var(ENV_SOCKET) else {
         return; // run directly with --ignored: nothing to do
     };
-    let dom = SimDomain::connect(&socket, Credentials::Guest { token: token.parse().unwrap() }).unwrap();
+    let creds = match std::env::var(ENV_TOKEN) {
+        Ok(token) => Credentials::Guest { token: token.parse().unwrap() },
+        Err(_) if std::env::var_os(ENV_DOM0).is_some() => Credentials::Dom0,
+        Err(_) => return,
+    };
+    let dom = SimDomain::connect(&socket, creds).unwrap();
     println!("@@ok {}", dom.domid());
-    let mut child = ChildState { dom, shares: HashMap::new(), channels: HashMap::new(), next: 0 };
+    let mut child = ChildState { dom, shares: HashMap::new(), maps: HashMap::new(), channels: HashMap::new(), next: 0 };
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -184,6 +209,7 @@ pub fn child_main() {
 struct ChildState {
     dom: SimDomain,
     shares: HashMap<String, SharedPages>,
+    maps: HashMap<String, GrantMapping>,
     channels: HashMap<u32, grant::sim::SimEventChannel>,
     next: u32,
 }
@@ -227,6 +253,35 @@ impl ChildState {
                 self.shares.remove(w[1]).ok_or("no such share")?;
                 Ok(String::new())
             }
+            // map DOMID GREF ro|rw, map-many DOMID ro|rw GREF...: answers a mapping id.
+            "map" | "map-many" => {
+                let domid = num(1) as DomId;
+                let (access, grefs) = if w[0] == "map" { (w[3], &w[2..3]) } else { (w[2], &w[3..]) };
+                let access = if access == "ro" { Access::ReadOnly } else { Access::ReadWrite };
+                let grefs: Vec<GrantRef> = grefs.iter().map(|g| g.parse().unwrap()).collect();
+                let mapping = if w[0] == "map" {
+                    self.dom.map(domid, grefs[0], access)
+                } else {
+                    self.dom.map_many(domid, &grefs, access)
+                };
+                let id = format!("m{}", self.next);
+                self.next += 1;
+                self.maps.insert(id.clone(), mapping.map_err(|e| err(&e))?);
+                Ok(id)
+            }
+            "unmap" => {
+                self.maps.remove(w[1]).ok_or("no such mapping")?;
+                Ok(String::new())
+            }
+            // copy-loop DOMID GREF: copies into and out of the grant on a thread of its own
+            // until the process ends; answers once the first round succeeded.
+            "copy-loop" => {
+                let (dom, domid, gref) = (self.dom.clone(), num(1) as DomId, num(2) as GrantRef);
+                let (started, first) = std::sync::mpsc::channel();
+                std::thread::spawn(move || copy_loop(&dom, domid, gref, &started));
+                first.recv().map_err(|_| "the copy loop failed".to_owned())?;
+                Ok(String::new())
+            }
             "poke" => {
                 let entry = GrantEntryV1 { flags: GTF_PERMIT_ACCESS, domid: num(2) as DomId, frame: num(3) as u32 };
                 self.dom.poke_grant_entry(num(1) as u32, entry).map_err(|e| err(&e))?;
@@ -262,5 +317,30 @@ impl ChildState {
             }
             other => Err(format!("unknown command {other}")),
         }
+    }
+}
+
+/// Copies 64-byte pieces into `domid`'s grant `gref` and back, for ever; signals `started`
+/// after the first round in which every segment succeeded (and stops at the first that did not).
+fn copy_loop(dom: &SimDomain, domid: DomId, gref: GrantRef, started: &std::sync::mpsc::Sender<()>) {
+    let mut buf = vec![0x5Au8; 4096];
+    loop {
+        let (out, back) = buf.split_at_mut(2048);
+        let mut segs: Vec<CopySegment<'_>> = out
+            .chunks_mut(64)
+            .enumerate()
+            .map(|(i, c)| {
+                let to = CopyPtr::Grant { domid, gref, offset: (i * 64) as u16 };
+                CopySegment::new(CopyPtr::Local(vm_memory::VolatileSlice::from(c)), to, 64)
+            })
+            .chain(back.chunks_mut(64).enumerate().map(|(i, c)| {
+                let from = CopyPtr::Grant { domid, gref, offset: (i * 64) as u16 };
+                CopySegment::new(from, CopyPtr::Local(vm_memory::VolatileSlice::from(c)), 64)
+            }))
+            .collect();
+        if dom.copy(&mut segs).is_err() || segs.iter().any(|s| s.status != GrantStatus::Okay) {
+            return;
+        }
+        let _ = started.send(());
     }
 }
