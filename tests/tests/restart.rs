@@ -112,8 +112,20 @@ fn kill_9_during_traffic_is_survived_without_a_reconnect() -> anyhow::Result<()>
     let guests = [a, b];
     wait_traffic(&lab, guests, 300)?;
     let watches = watch_states(&lab, guests)?;
+    let released = lab.host.hypervisor().pin_releases().pins;
     let status = lab.kill_daemon()?;
     ensure!(!status.success(), "the daemon survived SIGKILL: {status}");
+    // As gntdev's release on a real host: the dead process's mappings (at least both ring
+    // pages of both vifs) are unpinned, so the guests could still revoke those grants.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.host.hypervisor().pin_releases().pins < released + 4 {
+        ensure!(
+            Instant::now() < deadline,
+            "the host released {:?} after the kill",
+            lab.host.hypervisor().pin_releases()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for domid in guests {
         let file = lab.state_dir().join(format!("{domid}.0"));
         ensure!(file.exists(), "no state file {} after the kill", file.display());
