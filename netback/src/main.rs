@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
             state_dir: args.state_dir(PathBuf::from(daemon::XEN_STATE_DIR)),
             ..args.config(socket, UplinkMode::Auto)
         };
-        daemon::run(grants, xs, config, stop.as_fd()).context("netback daemon")?;
+        daemon::run(grants, xs, daemon::ReconnectDefault, config, stop.as_fd()).context("netback daemon")?;
         tracing::info!("netback stopped");
         return Ok(());
     }

@@ -203,6 +203,13 @@ impl SimHost {
         &self.xenstored
     }
 
+    /// xenstored's listener on [`XENSTORED_SOCKET`]: [`ServerHandle::pause`] and
+    /// [`ServerHandle::resume`] take xenstored down for dom0 processes and bring it back
+    /// (cut their live connections with [`Xenstored::drop_connection`]).
+    pub fn xenstored_listener(&self) -> &ServerHandle {
+        self.xs_server.as_ref().expect("the listener lives until drop")
+    }
+
     /// A privileged xenstore client living in the host process (the toolstack's).
     pub fn toolstack(&self) -> &Client {
         &self.toolstack
@@ -289,6 +296,14 @@ pub fn write_domain_layout(toolstack: &Client, domid: DomId, name: &str) -> Resu
         }
         Ok(())
     })
+}
+
+/// A new privileged (dom0) xenstore connection to the host in `dir`, through xenstored's
+/// unix socket, as a dom0 process on Xen opens one: what a dom0 daemon whose connection
+/// was lost reconnects with. Connections on that socket speak as dom0, the identity
+/// [`join`] gives a dom0 process.
+pub fn connect_dom0_xenstore(dir: &Path) -> Result<Client, XsError> {
+    Client::connect(&dir.join(XENSTORED_SOCKET))
 }
 
 /// Joins the host in `dir` as `who`.

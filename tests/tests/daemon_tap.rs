@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use common::{Lab, WAIT, guest, mac_of};
 use dom0_tools::layout::{self, VifSpec};
 use grant::sim::DomainConfig;
@@ -173,8 +173,11 @@ fn a_killed_daemon_finds_its_tap_again_and_the_guest_keeps_its_connection() -> a
     lab.tell(spec.domid, "go1", "1")?;
     ensure!(lab.hear(spec.domid, "round1")? == "ok", "round 1, through the TAP the new daemon re-opened");
     for (path, w) in states.iter().zip(&watches) {
-        ensure!(w.try_recv()?.is_none(), "{path} was written across the restart");
+        if let Some(event) = w.try_recv()? {
+            bail!("{path} was written across the restart: {event:?}, now {:?}", lab.xs().read_string(path));
+        }
     }
+    lab.tell(spec.domid, "finish", "1")?;
     lab.wait_guest(pinger)?;
     let outcome = layout::detach(lab.xs(), 0, spec.domid, 0, WAIT)?;
     ensure!(outcome == layout::DetachOutcome::Clean, "{outcome:?}");

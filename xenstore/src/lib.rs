@@ -34,5 +34,5 @@ pub mod server;
 pub mod wire;
 
 pub use client::{Client, Transaction, Watch, WatchEvent, XsError};
-pub use server::{Limits, ServerHandle, Xenstored};
+pub use server::{ConnectionInfo, Limits, ServerHandle, Xenstored};
 pub use wire::{Access, Perm, XsErrno};

@@ -1,20 +1,29 @@
 //! The xenstore thread's loop: one epoll set over the backend-root watch, the
 //! `@releaseDomain` watch, one watch per vif frontend `state`, the workers' failure queue
 //! and the stop fd. Each event re-evaluates the vifs it concerns from xenstore.
+//!
+//! When the xenstore connection is lost, every watch fails and its fd turns readable: the
+//! loop drops them all, leaves the workers running, and reconnects with a backoff
+//! ([`Backoff`]) while still serving the stop fd and the workers' failures. Then it sets
+//! its watches again, and each watch's first event re-evaluates what it covers, exactly as
+//! at start; that covers whatever changed (and every event missed) meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use grant::{DomId, EventChannels, GrantOps};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use xenstore::{Client, Watch};
 
 use super::knobs::KnobRegistry;
+use super::reconnect::{Backoff, Reconnect};
 use super::scope::{Scope, drain, scope_of};
 use super::status::{FatalQueue, StatusMap, lock};
 use super::vif::{Ctx, Vif};
 use super::{DaemonConfig, DaemonError};
+use crate::error_chain::Chain;
 use crate::switch::Switch;
 use crate::vif::VifId;
 use crate::xenbus::keys::read_optional;
@@ -29,6 +38,12 @@ const FIRST_VIF: u64 = 16;
 
 pub(super) struct Daemon<G> {
     pub xs: Client,
+    /// Opens the next connection when `xs` is lost.
+    reconnect: Box<dyn Reconnect>,
+    /// The backend-root and `@releaseDomain` watches of `xs`; `None` while it is lost.
+    roots: Option<RootWatches>,
+    /// Set while the connection is lost: when to try reconnecting.
+    backoff: Option<Backoff>,
     pub grants: G,
     pub config: DaemonConfig,
     pub switch: Arc<Switch>,
@@ -38,7 +53,8 @@ pub(super) struct Daemon<G> {
     epoll: Epoll,
     fatal: Arc<FatalQueue>,
     vifs: BTreeMap<VifId, Vif>,
-    /// Frontend watches by epoll token, and each vif's token.
+    /// Frontend watches by epoll token, and each vif's token. Invariant: every watch in
+    /// here (and in `roots`) belongs to `xs` and is in the epoll set.
     watches: HashMap<u64, (VifId, Watch)>,
     tokens: HashMap<VifId, u64>,
     next_token: u64,
@@ -67,12 +83,31 @@ fn poll_err(e: nix::Error) -> DaemonError {
     DaemonError::Poll(e.into())
 }
 
+/// The two watches the daemon cannot run without.
+struct RootWatches {
+    root: Watch,
+    release: Watch,
+}
+
+impl RootWatches {
+    fn set(xs: &Client, root: &str) -> Result<Self, DaemonError> {
+        let watch = |path: &str, token: &str| {
+            xs.watch(path, Some(token)).map_err(|source| DaemonError::Watch { path: path.to_owned(), source })
+        };
+        Ok(Self {
+            root: watch(root, "netback-backend-root")?,
+            release: watch("@releaseDomain", "netback-release-domain")?,
+        })
+    }
+}
+
 impl<G> Daemon<G>
 where
     G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
 {
     pub fn new(
         xs: Client,
+        reconnect: Box<dyn Reconnect>,
         grants: G,
         config: DaemonConfig,
         switch: Arc<Switch>,
@@ -84,6 +119,9 @@ where
         let root = crate::xenbus::backend_root(config.backend_domid);
         Ok(Self {
             xs,
+            reconnect,
+            roots: None,
+            backoff: None,
             grants,
             config,
             switch,
@@ -106,39 +144,33 @@ where
 
     /// Serves until `stop` is readable; then stops every vif.
     pub fn run(mut self, stop: BorrowedFd<'_>) -> Result<(), DaemonError> {
-        let watch = |path: &str, token: &str| {
-            self.xs.watch(path, Some(token)).map_err(|source| DaemonError::Watch { path: path.to_owned(), source })
-        };
-        let root_watch = watch(&self.root, "netback-backend-root")?;
-        let release = watch("@releaseDomain", "netback-release-domain")?;
         let add = |fd: BorrowedFd<'_>, token| self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token));
-        use std::os::fd::AsFd;
         add(stop, STOP).map_err(poll_err)?;
-        add(root_watch.as_fd(), ROOT).map_err(poll_err)?;
-        add(release.as_fd(), RELEASE).map_err(poll_err)?;
         add(self.fatal.as_fd(), FATAL).map_err(poll_err)?;
+        // Without these at start there is nothing to serve: the daemon fails.
+        let roots = RootWatches::set(&self.xs, &self.root)?;
+        self.add_roots(roots)?;
         tracing::info!(root = %self.root, "netback daemon watching");
         let mut events = [EpollEvent::empty(); 32];
         'wait: loop {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+            let timeout = match &self.backoff {
+                Some(backoff) => EpollTimeout::from(backoff.timeout_ms(Instant::now())),
+                None => EpollTimeout::NONE,
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 r => r.map_err(poll_err)?,
             };
             for event in &events[..n] {
                 match event.data() {
                     STOP => break 'wait,
-                    ROOT => self.on_root(&root_watch)?,
-                    RELEASE => {
-                        let drained = drain(&release)
-                            .map_err(|source| DaemonError::Watch { path: "@releaseDomain".into(), source })?;
-                        if drained > 0 {
-                            self.on_release();
-                        }
-                    }
+                    ROOT => self.on_root()?,
+                    RELEASE => self.on_release_watch(),
                     FATAL => self.on_worker_fatal(),
                     token => self.on_frontend(token),
                 }
             }
+            self.check_connection()?;
             self.publish();
         }
         tracing::info!("netback daemon stopping");
@@ -154,13 +186,97 @@ where
         Ok(())
     }
 
-    fn on_root(&mut self, watch: &Watch) -> Result<(), DaemonError> {
+    fn add_roots(&mut self, roots: RootWatches) -> Result<(), DaemonError> {
+        let add = |fd: BorrowedFd<'_>, token| self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token));
+        add(roots.root.as_fd(), ROOT).map_err(poll_err)?;
+        if let Err(e) = add(roots.release.as_fd(), RELEASE) {
+            let _ = self.epoll.delete(&roots.root);
+            return Err(poll_err(e));
+        }
+        self.roots = Some(roots);
+        Ok(())
+    }
+
+    /// Notices a lost connection, and reconnects when the backoff says so.
+    fn check_connection(&mut self) -> Result<(), DaemonError> {
+        match &self.backoff {
+            None if !self.xs.is_connected() => self.connection_lost(),
+            Some(backoff) if backoff.due(Instant::now()) => self.try_reconnect()?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The connection is gone, and with it every watch (their fds stay readable): out of
+    /// the epoll set and dropped. The vifs and their workers stay as they are.
+    fn connection_lost(&mut self) {
+        tracing::warn!(
+            vifs = self.vifs.len(),
+            "lost the connection to xenstored; the data paths keep running; reconnecting"
+        );
+        if let Some(roots) = self.roots.take() {
+            let _ = self.epoll.delete(&roots.root);
+            let _ = self.epoll.delete(&roots.release);
+        }
+        for (_, (_, watch)) in self.watches.drain() {
+            let _ = self.epoll.delete(&watch);
+        }
+        self.tokens.clear();
+        self.backoff = Some(Backoff::new(Instant::now()));
+    }
+
+    /// One attempt: a new connection and the watches on it. Each watch's first event then
+    /// re-evaluates what it covers: the root every vif (probing new ones, forgetting removed
+    /// ones), `@releaseDomain` every domain, a frontend its vif; a vif where nothing changed
+    /// writes nothing.
+    fn try_reconnect(&mut self) -> Result<(), DaemonError> {
+        let xs = match self.reconnect.reconnect() {
+            Ok(xs) => xs,
+            Err(e) => {
+                self.retry_later(&e);
+                return Ok(());
+            }
+        };
+        let roots = match RootWatches::set(&xs, &self.root) {
+            Ok(roots) => roots,
+            Err(e) => {
+                self.retry_later(&e);
+                return Ok(());
+            }
+        };
+        // The old client goes with its last handle; its reader thread has ended already.
+        self.xs = xs;
+        self.add_roots(roots)?;
+        let failures = self.backoff.take().map_or(0, |b| b.failures);
+        tracing::info!(failed_attempts = failures, "reconnected to xenstored; re-evaluating every vif");
+        let live: Vec<(VifId, String)> =
+            self.vifs.values().filter(|v| !v.detached).map(|v| (v.id, v.frontend.clone())).collect();
+        for (id, frontend) in live {
+            match self.xs.watch(&format!("{frontend}/state"), None) {
+                Ok(watch) => self.add_frontend_watch(id, watch),
+                // Lost again: the next round notices. The root's event re-evaluates it anyway.
+                Err(e) => tracing::warn!(error = %e, "{id}: cannot watch the frontend {frontend}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn retry_later(&mut self, error: &dyn std::error::Error) {
+        tracing::debug!("reconnecting to xenstored: {}", Chain(error));
+        if let Some(backoff) = &mut self.backoff {
+            backoff.failed(Instant::now());
+        }
+    }
+
+    fn on_root(&mut self) -> Result<(), DaemonError> {
+        let Some(roots) = &self.roots else { return Ok(()) };
         let mut scopes = BTreeSet::new();
         loop {
-            match watch.try_recv() {
+            match roots.root.try_recv() {
                 Ok(Some(event)) => scopes.extend(scope_of(&self.root, &event.path)),
                 Ok(None) => break,
-                Err(source) => return Err(DaemonError::Watch { path: self.root.clone(), source }),
+                // The connection is gone: `check_connection` takes over.
+                Err(_) => return Ok(()),
             }
         }
         if scopes.contains(&Scope::All) {
@@ -184,8 +300,12 @@ where
     }
 
     fn scan_all(&mut self) -> Result<(), DaemonError> {
-        let listed =
-            self.list(&self.root).map_err(|source| DaemonError::ReadBackendTree { path: self.root.clone(), source })?;
+        let listed = match self.list(&self.root) {
+            Ok(listed) => listed,
+            // Lost meanwhile: the reconnect scans again.
+            Err(e) if e.is_disconnected() => return Ok(()),
+            Err(source) => return Err(DaemonError::ReadBackendTree { path: self.root.clone(), source }),
+        };
         let mut domids: BTreeSet<DomId> = listed.iter().filter_map(|d| d.parse().ok()).collect();
         domids.extend(self.vifs.keys().map(|id| id.domid));
         for domid in domids {
@@ -239,10 +359,15 @@ where
         };
         let mut vif = match Vif::adopt(&self.ctx(), id, &backend, &frontend) {
             Ok(Some(adopted)) => adopted,
+            // Lost meanwhile: its state file is kept, and it is taken over after the
+            // reconnect.
+            Err(e) if e.is_connection_lost() => return,
             takeover => {
                 let mut vif = match Vif::probe(&self.ctx(), id, backend, frontend) {
                     Ok(Some(v)) => v,
                     Ok(None) => return,
+                    // Lost meanwhile: probed again after the reconnect.
+                    Err(e) if e.is_connection_lost() => return,
                     Err(e) => return self.probe_failed(id, &e),
                 };
                 if let Err(e) = takeover {
@@ -251,19 +376,22 @@ where
                 vif
             }
         };
-        let token = self.next_token;
-        self.next_token += 1;
-        use std::os::fd::AsFd;
-        if let Err(e) = self.epoll.add(watch.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
-            tracing::warn!(error = %e, "{id}: cannot poll the frontend watch");
-        }
-        self.watches.insert(token, (id, watch));
-        self.tokens.insert(id, token);
+        self.add_frontend_watch(id, watch);
         if frontend_id.trim() != id.domid.to_string() {
             vif.mismatched_frontend_id(&self.ctx(), &frontend_id);
         }
         vif.evaluate(&self.ctx());
         self.settle(vif);
+    }
+
+    fn add_frontend_watch(&mut self, id: VifId, watch: Watch) {
+        let token = self.next_token;
+        self.next_token += 1;
+        if let Err(e) = self.epoll.add(watch.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+            tracing::warn!(error = %e, "{id}: cannot poll the frontend watch");
+        }
+        self.watches.insert(token, (id, watch));
+        self.tokens.insert(id, token);
     }
 
     /// Linux's `xenbus_dev_fatal` for a probe: error nodes and Closing, and no retry.
@@ -306,11 +434,18 @@ where
     fn on_frontend(&mut self, token: u64) {
         let Some((id, watch)) = self.watches.get(&token) else { return };
         let id = *id;
-        if let Err(e) = drain(watch) {
-            tracing::warn!(error = %e, "{id}: frontend watch failed");
-            self.unwatch(id);
+        // A watch fails only with its connection: `check_connection` takes over.
+        if drain(watch).is_ok() {
+            self.refresh(id);
         }
-        self.refresh(id);
+    }
+
+    fn on_release_watch(&mut self) {
+        let Some(roots) = &self.roots else { return };
+        // Nothing drained (or the connection is gone): nothing to look at.
+        if drain(&roots.release).is_ok_and(|n| n > 0) {
+            self.on_release();
+        }
     }
 
     fn on_release(&mut self) {

@@ -3,10 +3,13 @@
 //! the control socket ([`crate::control`]).
 //!
 //! One thread runs the xenstore side (watch events, state changes, teardown); each
-//! connected vif has its own worker thread (see [`crate::vif`]).
+//! connected vif has its own worker thread (see [`crate::vif`]). The workers need no
+//! xenstore: when the connection to xenstored is lost, they keep running while the
+//! xenstore thread reconnects ([`Reconnect`]) and re-evaluates every vif.
 
 mod events;
 mod knobs;
+mod reconnect;
 mod scope;
 mod status;
 mod uplink;
@@ -25,6 +28,7 @@ use crate::switch::{Switch, SwitchConfig};
 use crate::vif::{DatapathConfig, KnobValues};
 
 pub use self::knobs::KNOBS_DIR;
+pub use self::reconnect::{Reconnect, ReconnectDefault, ReconnectSim};
 
 /// Where the daemon serves its control socket on a real Xen host unless told otherwise.
 pub const XEN_CONTROL_SOCKET: &str = "/run/netback/netback.sock";
@@ -49,8 +53,8 @@ pub struct DaemonConfig {
     /// How each vif's uplink is chosen (the embedded switch by default).
     pub uplink: UplinkMode,
     /// Where each connected vif's state file lives, so that a restarted daemon takes the
-    /// vif over without a reconnect (`docs/restart.md`); `None` keeps none ([`run_sim`]
-    /// then uses `<sim dir>/`[`SIM_STATE_DIR`]).
+    /// vif over without a reconnect (`docs/restart.md`); `None` keeps none. The daemon
+    /// binary keeps them in [`XEN_STATE_DIR`] or `<sim dir>/`[`SIM_STATE_DIR`].
     pub state_dir: Option<PathBuf>,
     /// On stop, leave every connected vif that has a state file to the next daemon process
     /// (no Closing, the state files and persistent TAPs kept) instead of closing it.
@@ -113,9 +117,19 @@ pub enum DaemonError {
 /// thread, or a signalfd), then stops every worker, tells each connected frontend
 /// `Closing` (or, with [`DaemonConfig::keep_vifs_on_exit`], leaves it to the next process),
 /// and returns.
-pub fn run<G>(grants: G, xs: Client, config: DaemonConfig, stop: BorrowedFd<'_>) -> Result<(), DaemonError>
+///
+/// `xs` is the daemon's xenstore connection; should it be lost, `reconnect` opens the next
+/// one (retried with a backoff for as long as it fails) while every worker keeps running.
+pub fn run<G, R>(
+    grants: G,
+    xs: Client,
+    reconnect: R,
+    config: DaemonConfig,
+    stop: BorrowedFd<'_>,
+) -> Result<(), DaemonError>
 where
     G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
+    R: Reconnect + 'static,
 {
     config.knobs.validate().map_err(DaemonError::Knobs)?;
     let switch = Switch::new(config.switch.clone());
@@ -134,13 +148,15 @@ where
         }
         None => None,
     };
-    events::Daemon::new(xs, grants, config, switch, status, knobs)?.run(stop)
+    events::Daemon::new(xs, Box::new(reconnect), grants, config, switch, status, knobs)?.run(stop)
 }
 
-/// Joins the simulated host in `dir` as Dom0 and runs the daemon there (see [`run`]).
+/// Joins the simulated host in `dir` as Dom0 and runs the daemon there (see [`run`]); a
+/// lost xenstore connection is replaced through the host's xenstored socket
+/// ([`ReconnectSim`]).
 pub fn run_sim(dir: &Path, config: DaemonConfig, stop: BorrowedFd<'_>) -> Result<(), DaemonError> {
     let session = simhost::join(dir, Credentials::Dom0)
         .map_err(|source| DaemonError::JoinSimHost { dir: dir.to_path_buf(), source })?;
     let config = DaemonConfig { backend_domid: session.domid(), ..config };
-    run(session.domain, session.xenstore, config, stop)
+    run(session.domain, session.xenstore, ReconnectSim::new(dir), config, stop)
 }

@@ -53,6 +53,9 @@ pub(super) struct Vif {
     tap: Option<Arc<Tap>>,
     /// The running data path's state file (hitless restart), deleted when it stops.
     journal: Option<Arc<VifJournal>>,
+    /// A state or error write of ours was lost with the xenstore connection: it is written
+    /// again by the first evaluation (after the reconnect) that finds nothing else to do.
+    lost_write: bool,
 }
 
 impl Vif {
@@ -86,6 +89,7 @@ impl Vif {
             domain_gone: false,
             tap,
             journal: None,
+            lost_write: false,
         }))
     }
 
@@ -97,7 +101,8 @@ impl Vif {
     /// # Errors
     /// The vif was being served but cannot be taken over (no or a mismatched state file, or
     /// resuming failed): the caller probes it and disables it with this error, so the
-    /// frontend reconnects. The state file is deleted then.
+    /// frontend reconnects. The state file is deleted then, except when the error is a lost
+    /// xenstore connection (the vif is looked at again after the reconnect).
     pub fn adopt<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str, frontend: &str) -> Result<Option<Vif>, XenbusError>
     where
         G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
@@ -129,6 +134,8 @@ impl Vif {
         let adopted = Self::resume(ctx, id, backend, frontend, journal, published.unwrap_or(XenbusState::InitWait));
         match adopted {
             Ok(vif) => Ok(Some(vif)),
+            // Nothing was decided: try again once xenstore is back.
+            Err(e) if e.is_connection_lost() => Err(e),
             Err(e) => {
                 let _ = std::fs::remove_file(path);
                 Err(match e {
@@ -176,6 +183,7 @@ impl Vif {
             domain_gone: false,
             tap,
             journal: None,
+            lost_write: false,
         };
         let config = vif.datapath_config(ctx, params.features);
         let (datapath, resumed) = Datapath::resume(ctx.grants.clone(), id, &params.rings, config, journal)
@@ -245,7 +253,7 @@ impl Vif {
             let step = xenbus::decide(inputs);
             tracing::debug!(?inputs, ?step, "{}: evaluated", self.id);
             match step {
-                Step::Nothing => return,
+                Step::Nothing => return self.republish(ctx),
                 Step::Connect => {
                     if let Err(e) = self.connect(ctx) {
                         return self.fatal(ctx, e);
@@ -348,6 +356,11 @@ impl Vif {
 
     /// Linux's `xenbus_dev_fatal`: error nodes, stop, Closing.
     fn fatal<G>(&mut self, ctx: &Ctx<'_, G>, error: XenbusError) {
+        if error.is_connection_lost() {
+            // Not the vif's doing: it stays as it is until the daemon has reconnected and
+            // evaluates it again.
+            return tracing::debug!("{}: {}", self.id, Chain(&error));
+        }
         let value = error.node_value();
         if self.error.as_ref() == Some(&value) && self.ours == XenbusState::Closing && self.worker.is_none() {
             // Already disabled for this reason: writing again would only fire our watch.
@@ -355,6 +368,7 @@ impl Vif {
         }
         tracing::warn!("{}: disabled: {value}", self.id);
         if let Err(e) = xenbus::write_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend, &value) {
+            self.lost_write |= e.is_connection_lost();
             tracing::warn!(error = %e, "{}: writing the error node", self.id);
         }
         self.error = Some(value);
@@ -436,8 +450,23 @@ impl Vif {
             self.ours = state;
         }
         if let Err(e) = xenbus::write_state(ctx.xs, &self.backend, state) {
+            self.lost_write |= e.is_connection_lost();
             tracing::warn!(error = %e, "{}: writing state {state}", self.id);
         }
+    }
+
+    /// Writes again what a lost xenstore connection swallowed: the error node, our state.
+    fn republish<G>(&mut self, ctx: &Ctx<'_, G>) {
+        if !std::mem::take(&mut self.lost_write) {
+            return;
+        }
+        if let Some(value) = &self.error
+            && let Err(e) = xenbus::write_error(ctx.xs, ctx.config.backend_domid, self.id, &self.backend, value)
+        {
+            self.lost_write |= e.is_connection_lost();
+            tracing::warn!(error = %e, "{}: writing the error node", self.id);
+        }
+        self.set_state(ctx, self.ours);
     }
 }
 

@@ -110,6 +110,15 @@ impl XenbusError {
         }
     }
 
+    /// Whether this failed only because the xenstore connection is gone: not the vif's
+    /// fault, so it is not disabled for it (the daemon reconnects and evaluates it again).
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            XenbusError::ReadKey { source, .. } | XenbusError::WriteNode { source, .. } => source.is_disconnected(),
+            _ => false,
+        }
+    }
+
     /// The `error` node's value: `"<errno> <message>"`, the message with every cause.
     pub fn node_value(&self) -> String {
         format!("{} {}", self.errno(), crate::error_chain::Chain(self))
@@ -135,6 +144,9 @@ mod tests {
         assert_eq!(e.node_value(), "2 reading /x/request-rx-copy: no such node");
         let e = XenbusError::RxCopyUnsupported { path: "/x/request-rx-copy".into(), value: "0".into() };
         assert!(e.node_value().starts_with("95 "));
+        assert!(!e.is_connection_lost());
+        let lost = XenbusError::ReadKey { path: "/x/state".into(), source: xenstore::XsError::Disconnected };
+        assert!(lost.is_connection_lost());
     }
 
     #[test]

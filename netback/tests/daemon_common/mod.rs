@@ -95,8 +95,8 @@ pub fn spawn_daemon(
 ) -> anyhow::Result<JoinHandle<Result<(), DaemonError>>> {
     let session = simhost::join(host.dir(), Credentials::Dom0)?;
     let config = DaemonConfig { control_socket: Some(sock.to_path_buf()), ..DaemonConfig::default() };
-    let stop = stop.clone();
-    Ok(std::thread::spawn(move || daemon::run(session.domain, session.xenstore, config, stop.as_fd())))
+    let (stop, reconnect) = (stop.clone(), daemon::ReconnectSim::new(host.dir()));
+    Ok(std::thread::spawn(move || daemon::run(session.domain, session.xenstore, reconnect, config, stop.as_fd())))
 }
 
 /// A vif's two directories.

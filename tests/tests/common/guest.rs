@@ -284,7 +284,8 @@ fn pinger(session: &Session) -> anyhow::Result<()> {
 }
 
 /// `held-pinger`: as `pinger`, on ONE connection: before each round after the first it
-/// waits for `data/go<round>` (the test restarts the daemon in between).
+/// waits for `data/go<round>` (the test restarts the daemon in between), and after the last
+/// for `data/finish` before it disconnects.
 fn held_pinger(session: &Session) -> anyhow::Result<()> {
     let target: Ipv4Addr = std::env::var(ENV_TARGET).context(ENV_TARGET)?.parse()?;
     let mut nf = connect(session)?;
@@ -310,6 +311,8 @@ fn held_pinger(session: &Session) -> anyhow::Result<()> {
         }
         session.xenstore.write(format!("data/round{round}").as_str(), "ok")?;
     }
+    // Connected until the test has looked at the state nodes.
+    wait_key(session, "finish")?;
     nf.disconnect()?;
     Ok(())
 }

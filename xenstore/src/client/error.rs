@@ -144,7 +144,9 @@ pub enum XsError {
     /// The daemon sent something that violates the protocol.
     #[error("xenstore protocol violation: {0}")]
     Protocol(String),
-    /// The connection is gone; no reply will ever come.
+    /// The connection is gone (xenstored closed it, restarted, or sent something
+    /// unframeable): every waiting and every later call of the client fails with this, and
+    /// its watches with it. Only a new [`Client`](super::Client) talks to xenstored again.
     #[error("xenstore connection closed")]
     Disconnected,
 }
@@ -171,6 +173,12 @@ impl XsError {
             | XsError::GetDomainPath { errno, .. } => Some(errno),
             _ => None,
         }
+    }
+
+    /// Whether the connection to xenstored is gone ([`XsError::Disconnected`]), as opposed
+    /// to a request that failed on a live connection.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, XsError::Disconnected)
     }
 
     /// Whether the daemon said `ENOENT`.

@@ -4,6 +4,15 @@
 //! `req_id` to the waiting caller and watch events by token to unbounded
 //! per-watch queues. A caller can therefore issue requests while holding
 //! any number of unread events without deadlocking.
+//!
+//! **Losing the connection** (xenstored closed it or restarted): the reader
+//! thread sees end-of-file, fails every waiting call and closes every watch
+//! queue, whose fd becomes (and stays) readable so an epoll loop wakes at once.
+//! From then on every call, every new watch and every drained watch fails with
+//! [`XsError::Disconnected`] ([`XsError::is_disconnected`],
+//! [`Client::is_connected`]). A client never reconnects by itself: watches
+//! and transactions do not survive a xenstored restart, so only the caller
+//! knows what to set up again on a new [`Client`].
 
 mod error;
 mod ops;
@@ -117,6 +126,12 @@ impl Client {
         }
         let dev = File::options().read(true).write(true).open(XENBUS_DEVICE_PATH)?;
         Client::from_transport(Transport::Device(dev))
+    }
+
+    /// Whether the connection still stands. `false` once it is lost: nothing this
+    /// client does will reach xenstored again (see the module documentation).
+    pub fn is_connected(&self) -> bool {
+        !self.inner.shared.lock().disconnected
     }
 
     /// Sends one request and waits for its reply; `XS_ERROR` becomes

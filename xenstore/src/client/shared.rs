@@ -142,7 +142,10 @@ fn reader_loop(shared: &Shared, mut transport: Transport) {
             continue;
         }
         match transport.read(&mut chunk) {
-            Ok(0) => return,
+            Ok(0) => {
+                tracing::debug!("xenstored closed the connection");
+                return;
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => continue,
             Err(e) => {

@@ -129,12 +129,13 @@ impl Watch {
         self.queue.pop(true, None)?.ok_or(XsError::Disconnected)
     }
 
-    /// Waits up to `timeout`; `Ok(None)` on timeout.
+    /// Waits up to `timeout`; `Ok(None)` on timeout, `Disconnected` as [`Watch::recv`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<WatchEvent>, XsError> {
         self.queue.pop(true, Some(Instant::now() + timeout))
     }
 
-    /// Returns a queued event without waiting; `Ok(None)` if none.
+    /// Returns a queued event without waiting; `Ok(None)` if none, `Disconnected` as
+    /// [`Watch::recv`].
     pub fn try_recv(&self) -> Result<Option<WatchEvent>, XsError> {
         self.queue.pop(false, None)
     }

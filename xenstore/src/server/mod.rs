@@ -12,6 +12,7 @@ mod engine;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod handle;
 mod perms;
 mod store;
 mod transaction;
@@ -19,12 +20,9 @@ mod watch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-
-use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::client::{Client, XsError};
 use crate::wire::{RawMessage, XENSTORE_PAYLOAD_MAX};
@@ -34,6 +32,19 @@ use perms::Caller;
 use store::Store;
 use transaction::Tx;
 use watch::{ConnId, WatchTable};
+
+pub use handle::ServerHandle;
+
+/// One connection, as [`Xenstored::connections`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The daemon's id of the connection (for [`Xenstored::drop_connection`]).
+    pub id: u64,
+    /// The domain it speaks for.
+    pub domid: u16,
+    /// The paths it watches, in registration order.
+    pub watches: Vec<String>,
+}
 
 /// Resource limits (C xenstored's default quotas). Quotas apply to
 /// unprivileged domains only, except `max_transactions_per_connection`.
@@ -177,21 +188,7 @@ impl Xenstored {
     /// Listens on a unix socket; every accepted connection is dom0. A stale
     /// socket file (nobody listening) is replaced.
     pub fn serve_unix(self: &Arc<Self>, path: &Path) -> io::Result<ServerHandle> {
-        let listener = match UnixListener::bind(path) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && UnixStream::connect(path).is_err() => {
-                std::fs::remove_file(path)?;
-                UnixListener::bind(path)?
-            }
-            other => other?,
-        };
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
-        let (daemon, thread_stop) = (self.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("xenstored-listen".into())
-            .spawn(move || conn::listen(daemon, listener, thread_stop))?;
-        tracing::debug!(path = %path.display(), "xenstored listening");
-        Ok(ServerHandle { daemon: self.clone(), path: path.to_owned(), stop, thread: Mutex::new(Some(thread)) })
+        ServerHandle::start(self.clone(), path)
     }
 
     /// Serves `stream` as domain `domid` (0 = privileged, else a guest with
@@ -239,6 +236,30 @@ impl Xenstored {
         self.lock().store.len()
     }
 
+    /// Every live connection: its id, domain and watched paths (as `xenstore-control`'s
+    /// debug output tells an operator which connection is whose).
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let st = self.lock();
+        let mut out: Vec<ConnectionInfo> = st
+            .conns
+            .iter()
+            .map(|(&id, c)| ConnectionInfo { id, domid: c.domid, watches: st.watches.paths_of(id) })
+            .collect();
+        out.sort_by_key(|c| c.id);
+        out
+    }
+
+    /// Cuts connection `id` as a xenstored crash or restart would: its watches and
+    /// transactions are forgotten and its client reads end-of-file. Unlike
+    /// [`Xenstored::release_domain`] the domain stays introduced and nothing fires.
+    /// Returns whether the connection existed.
+    pub fn drop_connection(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        let existed = st.conns.contains_key(&id);
+        st.close_conn(id, true);
+        existed
+    }
+
     /// Closes every connection.
     pub fn close_all_connections(&self) {
         let mut st = self.lock();
@@ -273,44 +294,5 @@ impl Xenstored {
 
     fn handle(&self, conn: ConnId, raw: RawMessage) {
         self.lock().handle(&self.limits, conn, &raw);
-    }
-}
-
-/// A running unix-socket listener. Dropping it shuts it down.
-#[derive(Debug)]
-pub struct ServerHandle {
-    daemon: Arc<Xenstored>,
-    path: PathBuf,
-    stop: Arc<EventFd>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl ServerHandle {
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The daemon being served.
-    pub fn daemon(&self) -> &Arc<Xenstored> {
-        &self.daemon
-    }
-
-    /// Stops accepting, removes the socket file and closes every
-    /// connection of the daemon. Idempotent.
-    pub fn shutdown(&self) {
-        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = thread {
-            let _ = self.stop.write(1);
-            let _ = t.join();
-            let _ = std::fs::remove_file(&self.path);
-            self.daemon.close_all_connections();
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }

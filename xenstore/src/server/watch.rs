@@ -63,6 +63,11 @@ impl WatchTable {
         self.entries.retain(|w| w.conn != conn);
     }
 
+    /// The watched paths of a connection, in registration order.
+    pub fn paths_of(&self, conn: ConnId) -> Vec<String> {
+        self.entries.iter().filter(|w| w.conn == conn).map(|w| w.path.clone()).collect()
+    }
+
     /// Number of watches registered.
     pub fn len(&self) -> usize {
         self.entries.len()
