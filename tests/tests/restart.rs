@@ -230,3 +230,36 @@ fn a_clean_exit_with_keep_vifs_on_exit_hands_the_vifs_over() -> anyhow::Result<(
     lab.wait_guest(1)?;
     lab.stop()
 }
+
+#[test]
+fn a_frontend_moving_its_indices_while_the_daemon_is_down_disables_only_its_vif() -> anyhow::Result<()> {
+    if netback_e2e::is_child() {
+        return Ok(());
+    }
+    let mut lab = Lab::start()?;
+    let (a, b) = lab.start_pair_with(&[(ENV_SETTLE_MS, "3000".into())])?;
+    let guests = [a, b];
+    let (liar, liar_vif) = lab.domain("liar")?;
+    lab.spawn_guest(&liar, "jumper", &[])?;
+    lab.hear(liar.domid, "connected")?;
+    lab.wait_state(&liar_vif.backend, XenbusState::Connected)?;
+    wait_traffic(&lab, guests, 100)?;
+    let watches = watch_states(&lab, guests)?;
+    lab.kill_daemon()?;
+    lab.tell(liar.domid, "jump", "1")?;
+    lab.hear(liar.domid, "jumped")?;
+    lab.restart_daemon(&[])?;
+    let error = format!("{}/error", liar_vif.backend);
+    wait_node(lab.xs(), &error, |v| v.is_some_and(|v| v.contains("taking the vif over")))?;
+    wait_node(lab.xs(), &backend(liar.domid), |v| v == Some("5"))?;
+    eprintln!("the liar's vif: {}", lab.xs().read_string(&error)?);
+    // The pair was taken over, untouched.
+    wait_traffic(&lab, guests, 300)?;
+    std::thread::sleep(Duration::from_millis(500));
+    no_state_changed(&lab, &watches)?;
+    let lost = finish(&lab, guests, LOSS_PER_RESTART)?;
+    eprintln!("the pair lost {lost:?}");
+    lab.wait_guest(0)?;
+    lab.wait_guest(1)?;
+    Ok(())
+}

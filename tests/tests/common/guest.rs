@@ -93,6 +93,7 @@ pub fn run() -> anyhow::Result<()> {
         "listener" => listener(&session),
         "pinger" => pinger(&session),
         "held-pinger" => held_pinger(&session),
+        "jumper" => jumper(&session),
         "idle" => idle(&session),
         "hostile-evtchn" => hostile_evtchn(&session),
         other => bail!("unknown mode {other:?}"),
@@ -315,6 +316,22 @@ fn held_pinger(session: &Session) -> anyhow::Result<()> {
     wait_key(session, "finish")?;
     nf.disconnect()?;
     Ok(())
+}
+
+/// `jumper`: connects, says `data/connected`, and on `data/jump` moves its TX `req_prod`
+/// 1000 past the backend's `rsp_prod` (a frontend lying while the daemon is down), says
+/// `data/jumped`, then idles until killed.
+fn jumper(session: &Session) -> anyhow::Result<()> {
+    let mut nf = connect(session)?;
+    session.xenstore.write("data/connected", "1")?;
+    wait_key(session, "jump")?;
+    let rsp_prod = nf.tx_rsp_prod()?;
+    // The notification may find no backend bound: that is the point.
+    let _ = nf.publish_tx_req_prod(rsp_prod.wrapping_add(1000));
+    session.xenstore.write("data/jumped", rsp_prod.to_string())?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn resolve(nf: &mut Nf, me: &Responder, target: Ipv4Addr) -> anyhow::Result<Mac> {
