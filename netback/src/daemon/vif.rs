@@ -188,6 +188,8 @@ impl Vif {
         let config = vif.datapath_config(ctx, params.features);
         let (datapath, resumed) = Datapath::resume(ctx.grants.clone(), id, &params.rings, config, journal)
             .map_err(XenbusError::ConnectDatapath)?;
+        VifCounters::add(&vif.counters.tx_dropped_restart, resumed.tx_fallbacks.into());
+        VifCounters::add(&vif.counters.rx_dropped_restart, resumed.rx_fallbacks.into());
         vif.start_worker(ctx, datapath)?;
         tracing::info!(
             tx_fallbacks = resumed.tx_fallbacks,

@@ -126,6 +126,13 @@ counters! {
     rx_dropped_stalled,
     /// Times the guest's RX was declared stalled ("Guest Rx stalled": carrier off).
     rx_stalls,
+    /// TX slots a dead daemon process had consumed and not answered, answered with their
+    /// fallback (ERROR, or NULL for an extra) when this one took the vif over
+    /// (`docs/restart.md`): their frames may not have reached the uplink.
+    tx_dropped_restart,
+    /// RX slots a dead daemon process had consumed and not answered, answered ERROR when this
+    /// one took the vif over: the frames meant for them are lost.
+    rx_dropped_restart,
 }
 
 impl VifCounters {
@@ -146,5 +153,7 @@ impl VifStats {
             + self.rx_dropped_offload
             + self.rx_dropped_expired
             + self.rx_dropped_stalled
+            + self.tx_dropped_restart
+            + self.rx_dropped_restart
     }
 }
