@@ -196,6 +196,15 @@ fn guest_without_rx_buffers_does_not_spin_or_hurt_others() -> anyhow::Result<()>
     let hello = n.tx_request(0, 0, &frame(MAC_A, MAC_H, 60, 0), 0);
     n.push_tx(&[hello])?;
     n.wait_tx(1)?;
+    // The hello is answered before its frame reaches the switch: wait until the switch has
+    // it (queued for A, which posts no buffers), so N's MAC is learned before A sends, or
+    // A's frames would be flooded rather than refused by N's full queue.
+    let a_name = format!("vif{}.0", a.domid);
+    let deadline = Instant::now() + WAIT;
+    while switch.snapshot().iter().find(|p| p.name == a_name).map_or(0, |p| p.queued_frames) == 0 {
+        ensure!(Instant::now() < deadline, "N's hello never reached A's queue");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let sent = 24;
     for round in 0..sent / 8 {
         let reqs: Vec<_> = (0..8).map(|i| a.tx_request(i, 0, &frame(MAC_H, MAC_A, 200, round as u8), 0)).collect();
