@@ -1,6 +1,11 @@
 //! One vif as the daemon tracks it: what we last wrote, its data path, its counters; and
 //! the application of [`xenbus::decide`]'s steps to xenstore, the switch and the worker.
 
+mod limits;
+mod takeover;
+
+use self::limits::{check_queues, check_rate};
+
 use std::sync::Arc;
 
 use grant::{EventChannels, GrantOps};
@@ -91,112 +96,6 @@ impl Vif {
             journal: None,
             lost_write: false,
         }))
-    }
-
-    /// Takes over a vif that a previous daemon process served (hitless restart,
-    /// `docs/restart.md`): its backend says InitWait or Connected, its frontend Connected,
-    /// and a state file for exactly the rings the frontend publishes exists. Nothing is
-    /// written to xenstore. `Ok(None)`: nothing to take over, probe it.
-    ///
-    /// # Errors
-    /// The vif was being served but cannot be taken over (no or a mismatched state file, or
-    /// resuming failed): the caller probes it and disables it with this error, so the
-    /// frontend reconnects. The state file is deleted then, except when the error is a lost
-    /// xenstore connection (the vif is looked at again after the reconnect).
-    pub fn adopt<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str, frontend: &str) -> Result<Option<Vif>, XenbusError>
-    where
-        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
-    {
-        let Some(dir) = ctx.config.state_dir.as_deref() else { return Ok(None) };
-        let read = |path: String| keys::read_optional(ctx.xs, &path);
-        let published = read(format!("{backend}/state"))?.as_deref().and_then(XenbusState::parse);
-        let fe = FrontendState::parse(read(format!("{frontend}/state"))?.as_deref());
-        let serving = matches!(published, Some(XenbusState::InitWait | XenbusState::Connected))
-            && fe == FrontendState::Known(XenbusState::Connected);
-        let journal = VifJournal::open(dir, id).unwrap_or_else(|e| {
-            tracing::warn!("{id}: ignoring its state file: {}", Chain(&e));
-            let _ = std::fs::remove_file(VifJournal::path_in(dir, id));
-            None
-        });
-        let Some(journal) = journal else {
-            if published == Some(XenbusState::Connected) && serving {
-                // Serving it from the shared indices alone could take responses for
-                // requests (docs/restart.md): make the frontend reconnect instead.
-                return Err(XenbusError::Takeover("no state file of the previous daemon process".into()));
-            }
-            return Ok(None);
-        };
-        if !serving {
-            journal.remove();
-            return Ok(None);
-        }
-        let path = journal.path().to_owned();
-        let adopted = Self::resume(ctx, id, backend, frontend, journal, published.unwrap_or(XenbusState::InitWait));
-        match adopted {
-            Ok(vif) => Ok(Some(vif)),
-            // Nothing was decided: try again once xenstore is back.
-            Err(e) if e.is_connection_lost() => Err(e),
-            Err(e) => {
-                let _ = std::fs::remove_file(path);
-                Err(match e {
-                    XenbusError::Takeover(_) => e,
-                    other => XenbusError::Takeover(Chain(&other).to_string()),
-                })
-            }
-        }
-    }
-
-    fn resume<G>(
-        ctx: &Ctx<'_, G>,
-        id: VifId,
-        backend: &str,
-        frontend: &str,
-        journal: VifJournal,
-        ours: XenbusState,
-    ) -> Result<Vif, XenbusError>
-    where
-        G: GrantOps + EventChannels + Clone + Send + Sync + 'static,
-    {
-        check_queues(ctx.xs, frontend)?;
-        let params = keys::read_connect_params(ctx.xs, frontend, backend)?;
-        if params.rings != journal.rings() {
-            return Err(XenbusError::Takeover(format!(
-                "the frontend publishes {:?}, the state file was kept for {:?}",
-                params.rings,
-                journal.rings()
-            )));
-        }
-        let tap = create_tap(ctx, id, backend)?;
-        let mut vif = Vif {
-            id,
-            backend: backend.to_owned(),
-            frontend: frontend.to_owned(),
-            ours,
-            frontend_state: FrontendState::Known(XenbusState::Connected),
-            worker: None,
-            generation: 0,
-            counters: Arc::default(),
-            knobs: ctx.knobs.vif(id),
-            error: None,
-            mac: Some(xenbus::format_mac(&params.mac)),
-            detached: false,
-            domain_gone: false,
-            tap,
-            journal: None,
-            lost_write: false,
-        };
-        let config = vif.datapath_config(ctx, params.features);
-        let (datapath, resumed) = Datapath::resume(ctx.grants.clone(), id, &params.rings, config, journal)
-            .map_err(XenbusError::ConnectDatapath)?;
-        VifCounters::add(&vif.counters.tx_dropped_restart, resumed.tx_fallbacks.into());
-        VifCounters::add(&vif.counters.rx_dropped_restart, resumed.rx_fallbacks.into());
-        vif.start_worker(ctx, datapath)?;
-        tracing::info!(
-            tx_fallbacks = resumed.tx_fallbacks,
-            rx_fallbacks = resumed.rx_fallbacks,
-            "{id}: taken over from the previous daemon process, {ours:?}"
-        );
-        Ok(vif)
     }
 
     /// A copy for the control socket.
@@ -409,32 +308,6 @@ impl Vif {
         }
     }
 
-    /// The daemon stops and leaves the vif to the next process (`--keep-vifs-on-exit`): the
-    /// worker stops between two passes (every consumed slot answered, the state file
-    /// consistent), and the state file and a persistent TAP stay; xenstore is not touched.
-    /// A vif without a state file is shut down as usual.
-    pub fn leave_for_next_process<G>(&mut self, ctx: &Ctx<'_, G>) {
-        if self.journal.is_none() {
-            return self.shutdown(ctx);
-        }
-        if let Some(worker) = self.worker.take() {
-            match worker.stop() {
-                WorkerExit::Stopped => {
-                    if let Some(tap) = &self.tap {
-                        tap.keep_after_exit();
-                    }
-                    self.journal = None;
-                    tracing::info!("{}: left to the next daemon process", self.id);
-                }
-                exit => {
-                    tracing::warn!(?exit, "{}: the worker did not stop cleanly; closing the vif", self.id);
-                    self.forget_journal();
-                    self.set_state(ctx, XenbusState::Closing);
-                }
-            }
-        }
-    }
-
     /// Stops the worker, if any (the switch port goes with it), and deletes its state file.
     pub fn stop_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
@@ -472,54 +345,6 @@ impl Vif {
     }
 }
 
-/// The most queues a frontend may ask for: we advertise no `multi-queue-max-queues`, so one.
-const MAX_QUEUES: u32 = 1;
-
-/// Linux's `connect`: `multi-queue-num-queues` (default 1) above the maximum is fatal ("guest
-/// requested %u queues, exceeding the maximum of %u."), and so is 0. Linux reads it with
-/// `xenbus_read_unsigned`, which turns a value that is not a number into the default; we
-/// refuse it instead, as we refuse every other frontend key that does not parse.
-fn check_queues(xs: &Client, frontend: &str) -> Result<(), XenbusError> {
-    let path = format!("{frontend}/multi-queue-num-queues");
-    let Some(value) = keys::read_optional(xs, &path)? else { return Ok(()) };
-    let queues = match value.parse::<u32>() {
-        Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => return Err(XenbusError::ParseKey { path, value, expected: "a number of queues" }),
-    };
-    if queues == 0 || queues > MAX_QUEUES {
-        return Err(XenbusError::Protocol(format!(
-            "{path}: guest requested {queues} queues, exceeding the maximum of {MAX_QUEUES}"
-        )));
-    }
-    Ok(())
-}
-
-/// Linux's `xen_net_read_rate`: the toolstack's `rate` node, `<bytes>,<usecs>`. Linux warns
-/// "Failed to parse network rate limit. Traffic unlimited." when it does not parse and
-/// carries on; so do we. We do not enforce a rate that parses either (no credit scheduler
-/// yet), and say so.
-fn check_rate(xs: &Client, backend: &str, id: VifId) {
-    let path = format!("{backend}/rate");
-    let value = match keys::read_optional(xs, &path) {
-        Ok(Some(value)) => value,
-        Ok(None) => return,
-        Err(e) => return tracing::warn!("{id}: {e}"),
-    };
-    match parse_rate(&value) {
-        Some((bytes, usecs)) => tracing::warn!(
-            "{id}: {path} = {value:?} ({bytes} bytes per {usecs} µs): rate limiting is not implemented, traffic unlimited"
-        ),
-        None => tracing::warn!("{id}: {path} = {value:?}: failed to parse network rate limit, traffic unlimited"),
-    }
-}
-
-/// `<bytes>,<usecs>`, both decimal (Linux: `simple_strtoul` must consume each part whole).
-fn parse_rate(value: &str) -> Option<(u64, u64)> {
-    let (bytes, usecs) = value.split_once(',')?;
-    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u64>().ok()).flatten();
-    Some((number(bytes)?, number(usecs)?))
-}
-
 /// The vif's TAP device, if [`DaemonConfig::uplink`] gives it one: named by the backend's
 /// `vifname` node, else `vif<domid>.<handle>` like the kernel's. It stays down; the hotplug
 /// script brings it up and puts it on the bridge.
@@ -536,17 +361,4 @@ fn create_tap<G>(ctx: &Ctx<'_, G>, id: VifId, backend: &str) -> Result<Option<Ar
     let tap = create(&name).map_err(|source| XenbusError::CreateTap { name: name.clone(), source })?;
     tracing::info!("{id}: TAP device {name} created");
     Ok(Some(Arc::new(tap)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rate;
-
-    #[test]
-    fn rates_parse_as_linux_reads_them() {
-        assert_eq!(parse_rate("10000000,50000"), Some((10_000_000, 50_000)));
-        for bad in ["", "fast", "100", "100,", ",5", "1,2,3", "-1,5", "1 ,5"] {
-            assert_eq!(parse_rate(bad), None, "{bad:?}");
-        }
-    }
 }
