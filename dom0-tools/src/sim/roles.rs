@@ -30,7 +30,13 @@ pub fn run_netback(dir: &Path) -> anyhow::Result<()> {
     mask.add(Signal::SIGINT);
     mask.thread_block().context("blocking SIGTERM and SIGINT")?;
     let stop = SignalFd::new(&mask).context("creating the stop signalfd")?;
-    let config = DaemonConfig { control_socket: Some(dir.join(CONTROL_SOCKET)), ..DaemonConfig::default() };
+    // State files as the daemon binary keeps them, so studies measure the data path as it
+    // runs (with its restart journal).
+    let config = DaemonConfig {
+        control_socket: Some(dir.join(CONTROL_SOCKET)),
+        state_dir: Some(dir.join(netback::daemon::SIM_STATE_DIR)),
+        ..DaemonConfig::default()
+    };
     run_sim(dir, config, stop.as_fd()).context("running the netback daemon")?;
     Ok(())
 }
