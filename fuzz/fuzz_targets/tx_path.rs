@@ -109,10 +109,11 @@ fn oracle(t: &TxRingInput, batch: usize, grants: &FuzzGrants) -> Option<Vec<Expe
         let mut slices = vec![(first.gref, first.offset, first_len)];
         slices.extend(frags.iter().map(|f| (f.gref, f.offset, Some(f.size))));
         // A packet naming a grant that does not exist can never be sent (its copy or map
-        // fails); its pattern bytes could equal another grant's, so it expects nothing.
-        let granted = slices.iter().all(|&(g, _, _)| (g as usize) < grants.pages.len());
-        let refused =
-            slices.iter().any(|&(g, _, _)| (grants.refuse_maps | grants.refuse_copies) & (1 << (g % 64)) != 0);
+        // fails); its pattern bytes could equal another grant's, so it expects nothing. An
+        // empty slot touches no grant (Linux answers it OKAY without one).
+        let used = slices.iter().filter(|&&(_, _, len)| len != Some(0));
+        let granted = used.clone().all(|&(g, _, _)| (g as usize) < grants.pages.len());
+        let refused = used.clone().any(|&(g, _, _)| (grants.refuse_maps | grants.refuse_copies) & (1 << (g % 64)) != 0);
         let grants_ok = granted && !refused;
         let bytes = match (accepted && granted, first_len) {
             (true, Some(_)) => Some(

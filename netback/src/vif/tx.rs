@@ -293,7 +293,8 @@ impl TxPath {
         for slot in &self.slots[slots] {
             let (from, to) = (at, at + usize::from(slot.len));
             at = to;
-            if to <= TX_HEAD_LEN {
+            // An empty slot maps nothing (as it copies nothing, see `copy`).
+            if to <= TX_HEAD_LEN || slot.len == 0 {
                 continue;
             }
             // Both below 4096: parse checked `offset + len` against the page.
@@ -360,6 +361,12 @@ impl TxPath {
                 if mapped && rest.is_empty() && i > 0 {
                     // The head is full: the other slots are mapped.
                     break;
+                }
+                if slot.len == 0 {
+                    // Linux answers an empty slot OKAY without touching its grant
+                    // ("xen-netback: don't produce zero-size SKB frags"): a copy of nothing
+                    // must not fail the frame because the slot names a bad grant.
+                    continue;
                 }
                 let n = usize::from(slot.len).min(rest.len());
                 let (dst, tail) = std::mem::take(&mut rest).split_at_mut(n);
