@@ -7,10 +7,11 @@ mod common;
 
 use anyhow::{Context, bail, ensure};
 use common::{Lab, WAIT, guest, mac_of};
-use dom0_tools::layout::{self, VifSpec};
+use dom0_tools::layout::{self, VifPaths, VifSpec};
 use grant::sim::DomainConfig;
 use netback::daemon::{DaemonConfig, UplinkMode};
 use nix::sched::CloneFlags;
+use simhost::GuestSpec;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -76,15 +77,10 @@ fn ip(args: &[&str]) -> bool {
     Command::new("ip").args(args).stdout(quiet()).stderr(quiet()).status().is_ok_and(|s| s.success())
 }
 
-#[test]
-fn a_guest_on_a_tap_is_answered_by_the_kernel() -> anyhow::Result<()> {
-    // As netback's own TAP tests: root (or NETBACK_TAP_TESTS set, to fail loudly without it).
-    if !nix::unistd::geteuid().is_root() && std::env::var_os("NETBACK_TAP_TESTS").is_none() {
-        eprintln!("SKIPPED: a network namespace and a TAP device need root");
-        return Ok(());
-    }
-    let mut lab = Lab::start_with("child_tap_daemon")?;
-    let spec = lab.host.create_domain("tap-guest", DomainConfig::default())?;
+/// A domain `name` with vif 0 (a `script` node, so the daemon gives it a TAP) and a guest
+/// process in `mode` (`pinger` or `held-pinger`) pinging the kernel twice.
+fn pinger_on_a_tap(lab: &mut Lab, name: &str, mode: &str) -> anyhow::Result<(GuestSpec, VifPaths, usize)> {
+    let spec = lab.host.create_domain(name, DomainConfig::default())?;
     let vif = VifSpec {
         handle: Some(0),
         mac: Some(mac_of(spec.domid)),
@@ -93,7 +89,19 @@ fn a_guest_on_a_tap_is_answered_by_the_kernel() -> anyhow::Result<()> {
     };
     let paths = layout::attach(lab.xs(), &vif)?;
     let extra = [(guest::ENV_TARGET, KERNEL_IP.trim_end_matches("/24").to_string()), (guest::ENV_ROUNDS, "2".into())];
-    let pinger = lab.spawn_guest(&spec, "pinger", &extra)?;
+    let pinger = lab.spawn_guest(&spec, mode, &extra)?;
+    Ok((spec, paths, pinger))
+}
+
+#[test]
+fn a_guest_on_a_tap_is_answered_by_the_kernel() -> anyhow::Result<()> {
+    // As netback's own TAP tests: root (or NETBACK_TAP_TESTS set, to fail loudly without it).
+    if !nix::unistd::geteuid().is_root() && std::env::var_os("NETBACK_TAP_TESTS").is_none() {
+        eprintln!("SKIPPED: a network namespace and a TAP device need root");
+        return Ok(());
+    }
+    let mut lab = Lab::start_with("child_tap_daemon")?;
+    let (spec, paths, pinger) = pinger_on_a_tap(&mut lab, "tap-guest", "pinger")?;
     lab.wait_guest(pinger).context("the guest's ARP and ping through the TAP")?;
     for round in 0..2 {
         ensure!(lab.hear(spec.domid, &format!("round{round}"))? == "ok", "round {round}");
@@ -150,16 +158,7 @@ fn a_killed_daemon_finds_its_tap_again_and_the_guest_keeps_its_connection() -> a
     }
     let netns = NamedNetns::add()?;
     let mut lab = Lab::start_with_env("child_tap_daemon", &[(ENV_NETNS, netns.0.clone())])?;
-    let spec = lab.host.create_domain("tap-held", DomainConfig::default())?;
-    let vif = VifSpec {
-        handle: Some(0),
-        mac: Some(mac_of(spec.domid)),
-        script: Some("vif-route".into()),
-        ..VifSpec::new(spec.domid)
-    };
-    let paths = layout::attach(lab.xs(), &vif)?;
-    let extra = [(guest::ENV_TARGET, KERNEL_IP.trim_end_matches("/24").to_string()), (guest::ENV_ROUNDS, "2".into())];
-    let pinger = lab.spawn_guest(&spec, "held-pinger", &extra)?;
+    let (spec, paths, pinger) = pinger_on_a_tap(&mut lab, "tap-held", "held-pinger")?;
     ensure!(lab.hear(spec.domid, "round0")? == "ok", "round 0");
     let dev = format!("vif{}.0", spec.domid);
     let states = [format!("{}/state", paths.backend), format!("{}/state", paths.frontend)];

@@ -113,12 +113,7 @@ impl<G: GrantOps + EventChannels + Send + 'static> Datapath<G> {
     /// binds the event channel(s).
     pub fn connect(grants: G, id: VifId, params: &RingParams, config: DatapathConfig) -> Result<Self, ConnectError> {
         let (tx_ref, rx_ref) = (params.tx_ring_ref, params.rx_ring_ref);
-        let tx_page = grants
-            .map(id.domid, tx_ref, Access::ReadWrite)
-            .map_err(|source| ConnectError::MapTxRing { gref: tx_ref, source })?;
-        let rx_page = grants
-            .map(id.domid, rx_ref, Access::ReadWrite)
-            .map_err(|source| ConnectError::MapRxRing { gref: rx_ref, source })?;
+        let (tx_page, rx_page) = map_rings(&grants, id, params)?;
         let tx = BackRing::attach(tx_page).map_err(ConnectError::AttachTxRing)?;
         let rx = BackRing::attach(rx_page).map_err(ConnectError::AttachRxRing)?;
         let bind = |port| {
@@ -154,13 +149,7 @@ impl<G: GrantOps + EventChannels + Send + 'static> Datapath<G> {
         config: DatapathConfig,
         journal: VifJournal,
     ) -> Result<(Self, Resumed), ConnectError> {
-        let (tx_ref, rx_ref) = (params.tx_ring_ref, params.rx_ring_ref);
-        let tx_page = grants
-            .map(id.domid, tx_ref, Access::ReadWrite)
-            .map_err(|source| ConnectError::MapTxRing { gref: tx_ref, source })?;
-        let rx_page = grants
-            .map(id.domid, rx_ref, Access::ReadWrite)
-            .map_err(|source| ConnectError::MapRxRing { gref: rx_ref, source })?;
+        let (tx_page, rx_page) = map_rings(&grants, id, params)?;
         let at = |side| journal.saved(side);
         let (t, r) = (at(Side::Tx), at(Side::Rx));
         let mut tx = BackRing::attach_at(tx_page, t.req_cons, t.rsp_prod_pvt).map_err(ConnectError::ResumeTxRing)?;
@@ -208,6 +197,22 @@ impl<G: GrantOps + EventChannels + Send + 'static> Datapath<G> {
     ) -> Result<WorkerHandle, ConnectError> {
         super::worker::spawn(self, uplink, counters, on_fatal)
     }
+}
+
+/// Maps the frontend's two ring pages read-write.
+fn map_rings<G: GrantOps>(
+    grants: &G,
+    id: VifId,
+    params: &RingParams,
+) -> Result<(GrantMapping, GrantMapping), ConnectError> {
+    let (tx_ref, rx_ref) = (params.tx_ring_ref, params.rx_ring_ref);
+    let tx = grants
+        .map(id.domid, tx_ref, Access::ReadWrite)
+        .map_err(|source| ConnectError::MapTxRing { gref: tx_ref, source })?;
+    let rx = grants
+        .map(id.domid, rx_ref, Access::ReadWrite)
+        .map_err(|source| ConnectError::MapRxRing { gref: rx_ref, source })?;
+    Ok((tx, rx))
 }
 
 fn saved<K: RingKind, M: RingMemory>(ring: &BackRing<K, M>) -> SavedIndices {

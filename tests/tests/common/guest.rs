@@ -263,25 +263,31 @@ fn pinger(session: &Session) -> anyhow::Result<()> {
     for round in 0..env_u64(ENV_ROUNDS, 1)? {
         let mut nf = connect(session).with_context(|| format!("connect, round {round}"))?;
         let me = responder(session, &nf);
-        let mac = resolve(&mut nf, &me, target).with_context(|| format!("ARP, round {round}"))?;
-        nf.send(&echo_request(me.mac, mac, me.ip, target, 0x4532, round as u16, b"e2e ping"))?;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            ensure!(Instant::now() < deadline, "no echo reply from {target} in round {round}");
-            let Some(frame) = nf.recv()? else {
-                nf.wait(Duration::from_millis(20))?;
-                continue;
-            };
-            if let Some(reply) = me.respond(&frame) {
-                nf.send(&reply)?;
-            } else if parse_echo(&frame).is_some_and(|e| !e.request && e.src_ip == target && e.seq == round as u16) {
-                break;
-            }
-        }
+        ping_round(&mut nf, &me, target, round, 0x4532)?;
         session.xenstore.write(format!("data/round{round}").as_str(), "ok")?;
         nf.disconnect()?;
     }
     Ok(())
+}
+
+/// Resolves `target` with ARP and waits for its answer to one echo request (sequence
+/// `round`, identifier `ident`), answering ARP and pings meanwhile.
+fn ping_round(nf: &mut Nf, me: &Responder, target: Ipv4Addr, round: u64, ident: u16) -> anyhow::Result<()> {
+    let mac = resolve(nf, me, target).with_context(|| format!("ARP, round {round}"))?;
+    nf.send(&echo_request(me.mac, mac, me.ip, target, ident, round as u16, b"e2e ping"))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        ensure!(Instant::now() < deadline, "no echo reply from {target} in round {round}");
+        let Some(frame) = nf.recv()? else {
+            nf.wait(Duration::from_millis(20))?;
+            continue;
+        };
+        if let Some(reply) = me.respond(&frame) {
+            nf.send(&reply)?;
+        } else if parse_echo(&frame).is_some_and(|e| !e.request && e.src_ip == target && e.seq == round as u16) {
+            return Ok(());
+        }
+    }
 }
 
 /// `held-pinger`: as `pinger`, on ONE connection: before each round after the first it
@@ -295,21 +301,7 @@ fn held_pinger(session: &Session) -> anyhow::Result<()> {
         if round > 0 {
             wait_key(session, &format!("go{round}"))?;
         }
-        let mac = resolve(&mut nf, &me, target).with_context(|| format!("ARP, round {round}"))?;
-        nf.send(&echo_request(me.mac, mac, me.ip, target, 0x4533, round as u16, b"e2e held ping"))?;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            ensure!(Instant::now() < deadline, "no echo reply from {target} in round {round}");
-            let Some(frame) = nf.recv()? else {
-                nf.wait(Duration::from_millis(20))?;
-                continue;
-            };
-            if let Some(reply) = me.respond(&frame) {
-                nf.send(&reply)?;
-            } else if parse_echo(&frame).is_some_and(|e| !e.request && e.src_ip == target && e.seq == round as u16) {
-                break;
-            }
-        }
+        ping_round(&mut nf, &me, target, round, 0x4533)?;
         session.xenstore.write(format!("data/round{round}").as_str(), "ok")?;
     }
     // Connected until the test has looked at the state nodes.
