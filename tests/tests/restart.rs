@@ -96,6 +96,24 @@ fn taken_over_fallbacks(lab: &Lab, guests: [DomId; 2]) -> anyhow::Result<(u64, u
     Ok(sum)
 }
 
+/// After a restart: the pair (guest processes 0 and 1) moves frames through the new daemon,
+/// no `state` node was written, and [`finish`] finds at most `max_lost` lost each way; both
+/// guests then exit cleanly. Returns the losses.
+fn pair_carried_on(
+    lab: &mut Lab,
+    guests: [DomId; 2],
+    watches: &[(String, Watch)],
+    max_lost: u64,
+) -> anyhow::Result<[u64; 2]> {
+    wait_traffic(lab, guests, 300)?;
+    std::thread::sleep(Duration::from_millis(500));
+    no_state_changed(lab, watches)?;
+    let lost = finish(lab, guests, max_lost)?;
+    lab.wait_guest(0)?;
+    lab.wait_guest(1)?;
+    Ok(lost)
+}
+
 /// Stops the pair and checks what each received: nothing corrupt, reordered or duplicated,
 /// at most `max_lost` lost, and no response a guest could not match. Returns the losses.
 fn finish(lab: &Lab, guests: [DomId; 2], max_lost: u64) -> anyhow::Result<[u64; 2]> {
@@ -153,12 +171,8 @@ fn kill_9_during_traffic_is_survived_without_a_reconnect() -> anyhow::Result<()>
     lab.restart_daemon(&[])?;
     wait_traffic(&lab, guests, 300)?;
     eprintln!("traffic resumed {:?} after the kill", down.elapsed());
-    std::thread::sleep(Duration::from_millis(500));
-    no_state_changed(&lab, &watches)?;
-    let lost = finish(&lab, guests, LOSS_PER_RESTART)?;
+    let lost = pair_carried_on(&mut lab, guests, &watches, LOSS_PER_RESTART)?;
     eprintln!("lost across the restart: {lost:?}");
-    lab.wait_guest(0)?;
-    lab.wait_guest(1)?;
     lab.stop()
 }
 
@@ -192,20 +206,8 @@ fn a_crash_at_every_point_of_the_answering_order_is_survived() -> anyhow::Result
             _ => {}
         }
     }
-    wait_traffic(&lab, guests, 300)?;
-    no_state_changed(&lab, &watches)?;
-    // The last takeover's fallbacks are counted per vif (the earlier processes' are gone).
-    for domid in guests {
-        let s = lab.report(domid)?.context("the vif")?.stats;
-        eprintln!(
-            "vif {domid}/0 after the last takeover: tx_dropped_restart {}, rx_dropped_restart {}",
-            s.tx_dropped_restart, s.rx_dropped_restart
-        );
-    }
-    let lost = finish(&lab, guests, LOSS_PER_RESTART * POINTS.len() as u64)?;
+    let lost = pair_carried_on(&mut lab, guests, &watches, LOSS_PER_RESTART * POINTS.len() as u64)?;
     eprintln!("lost across {} crashes: {lost:?}", POINTS.len());
-    lab.wait_guest(0)?;
-    lab.wait_guest(1)?;
     lab.stop()
 }
 
@@ -257,13 +259,8 @@ fn a_clean_exit_with_keep_vifs_on_exit_hands_the_vifs_over() -> anyhow::Result<(
     let status = lab.stop_daemon()?;
     ensure!(status.success(), "the daemon's exit: {status}");
     lab.restart_daemon(&[])?;
-    wait_traffic(&lab, guests, 300)?;
-    std::thread::sleep(Duration::from_millis(500));
-    no_state_changed(&lab, &watches)?;
-    let lost = finish(&lab, guests, LOSS_PER_RESTART)?;
+    let lost = pair_carried_on(&mut lab, guests, &watches, LOSS_PER_RESTART)?;
     eprintln!("lost across the handover: {lost:?}");
-    lab.wait_guest(0)?;
-    lab.wait_guest(1)?;
     lab.stop()
 }
 
@@ -290,12 +287,7 @@ fn a_frontend_moving_its_indices_while_the_daemon_is_down_disables_only_its_vif(
     wait_node(lab.xs(), &backend(liar.domid), |v| v == Some("5"))?;
     eprintln!("the liar's vif: {}", lab.xs().read_string(&error)?);
     // The pair was taken over, untouched.
-    wait_traffic(&lab, guests, 300)?;
-    std::thread::sleep(Duration::from_millis(500));
-    no_state_changed(&lab, &watches)?;
-    let lost = finish(&lab, guests, LOSS_PER_RESTART)?;
+    let lost = pair_carried_on(&mut lab, guests, &watches, LOSS_PER_RESTART)?;
     eprintln!("the pair lost {lost:?}");
-    lab.wait_guest(0)?;
-    lab.wait_guest(1)?;
     Ok(())
 }
